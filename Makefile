@@ -1,0 +1,36 @@
+# emoexp: common tasks. Everything installs into the active Python (bring your own venv).
+PYTHON ?= python
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install train test test-all lint format ui bench clean
+
+install: ## install emoexp and its pinned stack (a quick no-op when already installed)
+	$(PYTHON) tools/ensure_installed.py
+
+train: install ## train the default experiment (embedded audio, BiLSTM, ekman7) into ./mlflow.db
+	$(PYTHON) train.py $(ARGS)
+
+test: install ## the default (fast) test suite
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test-all: install ## every test, slow end-to-end ones included
+	$(PYTHON) -m pytest -m "" $(PYTEST_ARGS)
+
+lint: install ## ruff lint and format check
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format:
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .
+
+ui: install ## MLflow UI over the default store on http://127.0.0.1:5000
+	$(PYTHON) -m mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
+
+bench: install ## benchmarks (see docs/benchmarks.md)
+	$(PYTHON) bench/train_step_throughput.py
+	$(PYTHON) bench/startup_time.py
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

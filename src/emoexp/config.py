@@ -1,0 +1,63 @@
+"""Config composition helpers and the checks that reject incoherent combinations early.
+
+Hydra already rejects unknown group options and unknown keys (listing what exists);
+these checks cover what Hydra cannot know: which modalities a model or a corpus supports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+MODALITIES = ("text", "audio", "visual", "multimodal")
+
+
+class ConfigError(ValueError):
+    """The composed configuration is incoherent; the message says what to change."""
+
+
+def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """Names of the options of a config group (its YAML files)."""
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
+def options_supporting(group: str, modality: str, key: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """Options of ``group`` whose ``key`` (a mapping or list of modalities) contains ``modality``."""
+    options = []
+    for name in group_options(group, conf_dir):
+        node = OmegaConf.load(conf_dir / group / f"{name}.yaml").get(key)
+        if node is not None and modality in node:
+            options.append(name)
+    return options
+
+
+def model_modalities(cfg: DictConfig) -> list[str]:
+    """Modalities a model config supports (the keys of ``model.features``)."""
+    features = cfg.model.get("features")
+    return list(features.keys()) if features is not None else list(cfg.model.get("modalities", []))
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` if modality, data and model do not fit together."""
+    modality = cfg.get("modality")
+    if modality not in MODALITIES:
+        raise ConfigError(f"modality={modality!r} is unknown; choose one of {list(MODALITIES)}.")
+    supported = model_modalities(cfg)
+    if modality not in supported:
+        compatible = options_supporting("model", modality, "features") + options_supporting(
+            "model", modality, "modalities"
+        )
+        raise ConfigError(
+            f"model={cfg.model.name} does not support modality={modality} (it supports {supported}). "
+            f"Models for {modality}: {sorted(set(compatible))}."
+        )
+    data_modalities: Sequence[str] = cfg.data.get("modalities", [])
+    if modality not in data_modalities:
+        compatible = options_supporting("data", modality, "modalities")
+        raise ConfigError(
+            f"data={cfg.data.name} has no {modality} input (it provides {list(data_modalities)}). "
+            f"Corpora with {modality}: {compatible}."
+        )

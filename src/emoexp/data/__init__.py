@@ -1,0 +1,1 @@
+"""Corpora, the common sample schema, splits and the Lightning data module."""

@@ -1,0 +1,148 @@
+"""Lightning data module: prepared manifest + fold + featurizer -> dataloaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from emoexp.data.splits import TEST, TRAIN, VAL, Fold
+from emoexp.features.base import Features, Featurizer, take
+from emoexp.features.cache import cached_features, content_key
+
+
+class TensorDictDataset(Dataset):
+    """Rows of precomputed input and target tensors, with their manifest row index."""
+
+    def __init__(self, inputs: Features, targets: dict[str, torch.Tensor], rows: np.ndarray):
+        self.inputs = inputs
+        self.targets = targets
+        self.rows = torch.as_tensor(rows, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.rows[i]
+        return {
+            "inputs": {k: v[row] for k, v in self.inputs.items()},
+            "targets": {k: v[row] for k, v in self.targets.items()},
+            "row": row,
+        }
+
+
+def build_features(
+    featurizer: Featurizer,
+    manifest: pd.DataFrame,
+    train_mask: np.ndarray,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+) -> tuple[Features, bool]:
+    """Extract (cached), fit on the training rows only, and finalize features for all rows.
+
+    Returns:
+        The model inputs for every manifest row and whether extraction hit the cache.
+    """
+    train_rows = np.flatnonzero(train_mask)
+    if featurizer.fit_before_extract:
+        featurizer.fit(manifest.iloc[train_rows], None)
+        return featurizer.finalize(featurizer.extract(manifest)), False
+    key = content_key(manifest, featurizer.params(), type(featurizer).__qualname__)
+    raw, hit = cached_features(
+        key, lambda: featurizer.extract(manifest), cache_dir, use_cache and featurizer.cacheable
+    )
+    featurizer.fit(manifest.iloc[train_rows], take(raw, torch.as_tensor(train_rows)))
+    return featurizer.finalize(raw), hit
+
+
+class EmotionDataModule(pl.LightningDataModule):
+    """Serves the train/val/test parts of one fold as batches of precomputed tensors.
+
+    Args:
+        manifest: Samples prepared by the label scheme.
+        fold: Train/val/test assignment.
+        featurizer: Turns samples into model inputs.
+        targets: Target arrays from the label scheme, one row per sample.
+        batch_size: Samples per batch.
+        num_workers: DataLoader worker processes (tensors are in memory: 0 is usually fastest).
+        pin_memory: Pin host memory for faster GPU transfer.
+        sampler: ``None`` or ``"balanced"`` (class-balanced sampling of training batches).
+        cache_dir: Feature cache root.
+        use_cache: Read/write the feature cache.
+    """
+
+    def __init__(
+        self,
+        manifest: pd.DataFrame,
+        fold: Fold,
+        featurizer: Featurizer,
+        targets: dict[str, np.ndarray],
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        sampler: str | None = None,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+    ):
+        super().__init__()
+        self.manifest = manifest
+        self.fold = fold
+        self.featurizer = featurizer
+        self.targets = {k: torch.as_tensor(v) for k, v in targets.items()}
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.sampler = sampler
+        self.cache_dir = cache_dir
+        self.use_cache = use_cache
+        self.inputs: Features | None = None
+        self.cache_hit = False
+
+    def setup(self, stage: str | None = None) -> None:  # noqa: D102
+        if self.inputs is None:
+            self.inputs, self.cache_hit = build_features(
+                self.featurizer, self.manifest, self.fold.mask(TRAIN), self.cache_dir, self.use_cache
+            )
+
+    def rows(self, part: str) -> np.ndarray:
+        """Manifest row indices of one part."""
+        return np.flatnonzero(self.fold.mask(part))
+
+    def dataset(self, part: str) -> TensorDictDataset:
+        """The dataset of one part (``train``, ``val`` or ``test``)."""
+        self.setup()
+        return TensorDictDataset(self.inputs, self.targets, self.rows(part))
+
+    def _loader(self, part: str, shuffle: bool = False) -> DataLoader:
+        sampler = None
+        if part == TRAIN and self.sampler == "balanced" and "label" in self.targets:
+            labels = self.targets["label"][self.rows(TRAIN)]
+            weights = 1.0 / torch.bincount(labels).clamp_min(1)[labels].double()
+            sampler = torch.utils.data.WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
+            shuffle = False
+        return DataLoader(
+            self.dataset(part),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:  # noqa: D102
+        return self._loader(TRAIN, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:  # noqa: D102
+        return self._loader(VAL)
+
+    def test_dataloader(self) -> DataLoader:  # noqa: D102
+        return self._loader(TEST)
+
+    def predict_dataloader(self) -> list[DataLoader]:  # noqa: D102
+        return [self._loader(VAL), self._loader(TEST)]

@@ -1,0 +1,183 @@
+"""Evaluation protocols: how a manifest is split into train / validation / test.
+
+A protocol yields one or more :class:`Fold`; each fold assigns every sample to
+``train``, ``val`` or ``test``. Validation data always comes from the training side, so
+early stopping and model selection never see the test samples (DESIGN invariant 3).
+Speaker-independent protocols assert that no speaker is in two parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import (
+    GroupShuffleSplit,
+    StratifiedGroupKFold,
+    train_test_split,
+)
+
+from emoexp.data import schema
+
+TRAIN, VAL, TEST = "train", "val", "test"
+
+
+class SplitError(ValueError):
+    """A protocol cannot be applied to a corpus (too few samples, speakers or a leak)."""
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One train/val/test assignment.
+
+    Attributes:
+        name: ``"holdout"`` or ``"fold0"``, ``"fold1"``, ...
+        assignment: ``"train"``/``"val"``/``"test"`` per manifest row.
+    """
+
+    name: str
+    assignment: np.ndarray
+
+    def mask(self, part: str) -> np.ndarray:
+        """Boolean mask of the rows in ``part``."""
+        return self.assignment == part
+
+    def fingerprint(self, manifest: pd.DataFrame) -> str:
+        """Hash of the split manifest: every (sample id, part) pair."""
+        return schema.fingerprint(f"{i}\t{p}" for i, p in zip(manifest[schema.ID], self.assignment, strict=True))
+
+
+def assert_group_disjoint(manifest: pd.DataFrame, fold: Fold, group: str = schema.SPEAKER) -> None:
+    """Raise :class:`SplitError` if any ``group`` value occurs in two parts of a fold."""
+    parts = {p: set(manifest.loc[fold.mask(p), group]) for p in (TRAIN, VAL, TEST)}
+    for a, b in ((TRAIN, VAL), (TRAIN, TEST), (VAL, TEST)):
+        shared = parts[a] & parts[b]
+        if shared:
+            raise SplitError(f"{fold.name}: {group}(s) {sorted(shared)[:5]} are in both {a} and {b}.")
+
+
+def _check_parts(fold: Fold) -> Fold:
+    for part in (TRAIN, VAL, TEST):
+        if not fold.mask(part).any():
+            raise SplitError(f"{fold.name}: the {part} split is empty; use a larger corpus or other split sizes.")
+    return fold
+
+
+class Protocol:
+    """Base class: ``folds(manifest, stratify, seed)`` yields the folds of a corpus."""
+
+    name = "protocol"
+    speaker_independent = False
+
+    def folds(self, manifest: pd.DataFrame, stratify: np.ndarray | None, seed: int) -> Iterator[Fold]:
+        """Yield the folds of ``manifest``."""
+        raise NotImplementedError
+
+
+class StratifiedHoldout(Protocol):
+    """One random train/val/test split, stratified by class where the scheme has classes.
+
+    Args:
+        val_size: Fraction of all samples for validation.
+        test_size: Fraction of all samples for test.
+        name: Protocol name (tags, run names).
+    """
+
+    name = "holdout"
+
+    def __init__(self, val_size: float = 0.15, test_size: float = 0.15, name: str = "holdout"):
+        self.name = name
+        if not (0 < val_size < 1 and 0 < test_size < 1 and val_size + test_size < 1):
+            raise SplitError("protocol.val_size and protocol.test_size must be in (0, 1) and sum below 1.")
+        self.val_size = val_size
+        self.test_size = test_size
+
+    def folds(self, manifest: pd.DataFrame, stratify: np.ndarray | None, seed: int) -> Iterator[Fold]:  # noqa: D102
+        index = np.arange(len(manifest))
+        try:
+            rest, test = train_test_split(index, test_size=self.test_size, random_state=seed, stratify=stratify)
+            train, val = train_test_split(
+                rest,
+                test_size=self.val_size / (1 - self.test_size),
+                random_state=seed,
+                stratify=None if stratify is None else stratify[rest],
+            )
+        except ValueError as error:
+            raise SplitError(f"cannot make a stratified holdout split: {error}") from error
+        assignment = np.empty(len(manifest), dtype=object)
+        assignment[train], assignment[val], assignment[test] = TRAIN, VAL, TEST
+        yield _check_parts(Fold("holdout", assignment.astype(str)))
+
+
+class SpeakerHoldout(Protocol):
+    """One speaker/subject-independent train/val/test split.
+
+    Speakers are assigned whole to one part; with class labels, the assignment is chosen
+    (``StratifiedGroupKFold``) so each part keeps the class balance as far as possible.
+
+    Args:
+        val_size: Approximate fraction of speakers for validation.
+        test_size: Approximate fraction of speakers for test.
+        group: Column holding the speaker/subject id.
+        name: Protocol name (tags, run names).
+    """
+
+    name = "speaker_holdout"
+    speaker_independent = True
+
+    def __init__(
+        self, val_size: float = 0.15, test_size: float = 0.15, group: str = schema.SPEAKER, name: str = "speaker_holdout"
+    ):
+        self.name = name
+        if not (0 < val_size < 1 and 0 < test_size < 1 and val_size + test_size < 1):
+            raise SplitError("protocol.val_size and protocol.test_size must be in (0, 1) and sum below 1.")
+        self.val_size = val_size
+        self.test_size = test_size
+        self.group = group
+
+    def _split(self, groups: np.ndarray, stratify: np.ndarray | None, size: float, seed: int):
+        n_groups = len(np.unique(groups))
+        n_splits = max(2, round(1 / size))
+        if n_groups < n_splits:
+            raise SplitError(
+                f"{n_groups} {self.group}s are too few for a {size:.0%} speaker-independent split; "
+                "use protocol=holdout or a corpus with more speakers."
+            )
+        if stratify is None:
+            splitter = GroupShuffleSplit(n_splits=1, test_size=1 / n_splits, random_state=seed)
+            return next(splitter.split(groups, groups=groups))
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        return next(splitter.split(groups, stratify, groups=groups))
+
+    def folds(self, manifest: pd.DataFrame, stratify: np.ndarray | None, seed: int) -> Iterator[Fold]:  # noqa: D102
+        groups = manifest[self.group].to_numpy()
+        rest, test = self._split(groups, stratify, self.test_size, seed)
+        inner_train, inner_val = self._split(
+            groups[rest], None if stratify is None else stratify[rest], self.val_size / (1 - self.test_size), seed
+        )
+        assignment = np.full(len(manifest), TRAIN, dtype=object)
+        assignment[test] = TEST
+        assignment[rest[inner_val]] = VAL
+        fold = _check_parts(Fold("speaker_holdout", assignment.astype(str)))
+        assert_group_disjoint(manifest, fold, self.group)
+        yield fold
+
+
+class OfficialSplit(Protocol):
+    """The corpus's own split from its ``official_split`` column (train/val/test)."""
+
+    name = "official"
+
+    def __init__(self, name: str = "official"):
+        self.name = name
+
+    def folds(self, manifest: pd.DataFrame, stratify: np.ndarray | None, seed: int) -> Iterator[Fold]:  # noqa: D102
+        parts = manifest[schema.OFFICIAL_SPLIT]
+        if parts.isna().any() or not set(parts.unique()) <= {TRAIN, VAL, TEST}:
+            raise SplitError(
+                "protocol=official needs an official_split of train/val/test for every sample; "
+                f"this corpus has {sorted(map(str, parts.unique()))}. Use protocol=holdout."
+            )
+        yield _check_parts(Fold("official", parts.to_numpy().astype(str)))

@@ -1,0 +1,60 @@
+"""The contract shared by all neural-input featurizers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import torch
+
+Features = dict[str, torch.Tensor]
+
+
+class Featurizer:
+    """Turns a manifest into model-input tensors, one row per sample, in three steps.
+
+    1. :meth:`extract`: data-independent work (decoding, spectrograms, resizing). For
+       ``cacheable`` featurizers its output is cached on disk by content hash.
+    2. :meth:`fit`: learn data-dependent state (vocabulary, normalisation statistics)
+       from the *training split only* (the test split is locked, DESIGN invariant 3).
+       Featurizers with ``fit_before_extract`` (tokenisers) are fitted before extraction.
+    3. :meth:`finalize`: apply that state (standardise, reshape).
+
+    The learnt state travels with the model (:meth:`state_dict`) so that prediction on
+    new inputs uses the run's own preprocessing.
+    """
+
+    modality: str = ""
+    cacheable: bool = True
+    fit_before_extract: bool = False
+
+    def extract(self, manifest: pd.DataFrame) -> Features:
+        """Return tensors whose first dimension indexes the manifest's rows."""
+        raise NotImplementedError
+
+    def fit(self, manifest: pd.DataFrame, features: Features | None) -> None:
+        """Learn state from the training samples (and their extracted features)."""
+
+    def finalize(self, features: Features) -> Features:
+        """Apply the learnt state; returns the model inputs."""
+        return features
+
+    def net_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments the network needs from the features (input size, vocab size)."""
+        return {}
+
+    def params(self) -> dict[str, Any]:
+        """Parameters that change the extracted values (part of the cache key)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Data-dependent state learnt in :meth:`fit`."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore state saved by :meth:`state_dict`."""
+
+
+def take(features: Features, index: Any) -> Features:
+    """Select rows of every tensor in a features dict."""
+    return {k: v[index] for k, v in features.items()}

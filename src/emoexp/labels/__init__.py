@@ -1,0 +1,1 @@
+"""Label schemes, emotion vocabularies and annotation aggregation."""

@@ -1,0 +1,443 @@
+"""Label schemes: the single place that decides head size, loss, metrics and monitor.
+
+DESIGN invariant 1: changing ``label_scheme=`` changes the model head, the loss, the
+metrics, the monitored metric and its direction together. Every consumer (task module,
+callbacks, tuner, reports) asks the scheme instead of deciding for itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from emoexp.data import schema
+from emoexp.labels.emotions import circumplex
+
+if TYPE_CHECKING:
+    import torch
+
+Unmapped = Literal["error", "drop"]
+
+
+class LabelSchemeError(ValueError):
+    """A label does not fit the scheme, or the scheme is configured inconsistently."""
+
+
+@dataclass
+class LabelScheme:
+    """Base class of label schemes.
+
+    Attributes:
+        name: Scheme name, logged as a tag.
+        monitor: Validation metric that early stopping, checkpointing and tuning optimise.
+        mode: ``"max"`` or ``"min"``: the direction of ``monitor``.
+    """
+
+    name: str
+    monitor: str
+    mode: Literal["max", "min"]
+    kind: str = field(init=False, default="")
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the model head."""
+        raise NotImplementedError
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Metric names (without stage prefix) this scheme produces."""
+        raise NotImplementedError
+
+    def check_monitor(self) -> None:
+        """Raise if ``monitor`` is not a validation metric that this scheme produces."""
+        stage, _, metric = self.monitor.partition("/")
+        if stage != "val" or metric not in self.metric_names:
+            valid = [f"val/{m}" for m in self.metric_names]
+            raise LabelSchemeError(
+                f"label_scheme.monitor={self.monitor!r} is not produced by scheme {self.name!r}; "
+                f"choose one of {valid} (only validation metrics may be monitored: the test "
+                "split is locked)."
+            )
+        if self.mode not in ("max", "min"):
+            raise LabelSchemeError(f"label_scheme.mode must be 'max' or 'min', got {self.mode!r}.")
+
+    @property
+    def best_metric(self) -> str:
+        """Name of the best-so-far validation metric (what tuners optimise)."""
+        return f"{self.monitor}_best"
+
+    def prepare(self, manifest: pd.DataFrame) -> pd.DataFrame:
+        """Return the samples usable under this scheme, with target columns filled."""
+        raise NotImplementedError
+
+    def targets(self, manifest: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Return the training targets of prepared samples as arrays keyed by target name."""
+        raise NotImplementedError
+
+    def stratify_labels(self, manifest: pd.DataFrame) -> np.ndarray | None:
+        """Labels to stratify splits on (``None`` when the scheme has no categories)."""
+        return None
+
+    def loss(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Training loss of head outputs against the scheme's targets."""
+        raise NotImplementedError
+
+    def metrics(self, prefix: str) -> list[Any]:
+        """Fresh torchmetrics collections for one stage, keys prefixed with ``prefix``."""
+        raise NotImplementedError
+
+    def update_metrics(self, metrics: list[Any], outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> None:
+        """Feed a batch of outputs and targets to the collections from :meth:`metrics`."""
+        raise NotImplementedError
+
+    def decode(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:
+        """Turn head outputs into predictions: ``probs`` [N, C] and/or ``dims`` [N, D]."""
+        raise NotImplementedError
+
+    def predictions_frame(self, decoded: dict[str, np.ndarray], samples: pd.DataFrame) -> pd.DataFrame:
+        """Per-sample predictions (truth, prediction, probabilities / dimensions) as a frame."""
+        raise NotImplementedError
+
+
+@dataclass
+class CategoricalScheme(LabelScheme):
+    """Single-label classification over a fixed list of emotion classes.
+
+    Args:
+        name: Scheme name.
+        classes: Class names in output order.
+        mapping: Native label -> scheme class (``None`` to drop that native label), applied
+            before checking membership; e.g. ``{excitement: happiness, calm: neutral}``.
+        unmapped: What to do with a label that is neither a class nor in ``mapping``:
+            ``"error"`` (default, names the samples) or ``"drop"``.
+        monitor: Monitored validation metric, e.g. ``val/uar``.
+        mode: Its direction.
+        target: ``"hard"`` (the consensus label) or ``"soft"`` (the annotators' label
+            distribution, where annotations are known).
+        class_weights: Per-class loss weights (e.g. inverse frequency), or ``None``.
+    """
+
+    classes: Sequence[str] = ()
+    mapping: Mapping[str, str | None] = field(default_factory=dict)
+    unmapped: Unmapped = "error"
+    monitor: str = "val/uar"
+    mode: Literal["max", "min"] = "max"
+    target: Literal["hard", "soft"] = "hard"
+    class_weights: Sequence[float] | None = None
+
+    def __post_init__(self) -> None:
+        self.kind = "categorical"
+        self.classes = tuple(self.classes)
+        self.mapping = dict(self.mapping or {})
+        if len(self.classes) < 2:
+            raise LabelSchemeError(f"scheme {self.name!r} needs at least 2 classes.")
+        bad_targets = {v for v in self.mapping.values() if v is not None} - set(self.classes)
+        if bad_targets:
+            raise LabelSchemeError(
+                f"scheme {self.name!r} maps onto {sorted(bad_targets)}, which are not among its "
+                f"classes {list(self.classes)}."
+            )
+        if self.unmapped not in ("error", "drop"):
+            raise LabelSchemeError(f"label_scheme.unmapped must be 'error' or 'drop', got {self.unmapped!r}.")
+        if self.target not in ("hard", "soft"):
+            raise LabelSchemeError(f"label_scheme.target must be 'hard' or 'soft', got {self.target!r}.")
+        self.check_monitor()
+
+    @property
+    def num_outputs(self) -> int:  # noqa: D102
+        return len(self.classes)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:  # noqa: D102
+        return (
+            "loss",
+            "accuracy",
+            "uar",
+            "precision_macro",
+            "precision_weighted",
+            "recall_weighted",
+            "f1_macro",
+            "f1_weighted",
+        )
+
+    def map_label(self, label: str) -> str | None:
+        """Map one native label onto the scheme (``None``: not part of the scheme)."""
+        if label in self.mapping:
+            return self.mapping[label]
+        return label if label in self.classes else "<unmapped>"
+
+    def prepare(self, manifest: pd.DataFrame) -> pd.DataFrame:  # noqa: D102
+        if manifest[schema.EMOTION].isna().all():
+            raise LabelSchemeError(
+                f"scheme {self.name!r} needs categorical labels but the corpus has none; "
+                "use label_scheme=valence_arousal."
+            )
+        mapped = manifest[schema.EMOTION].map(lambda e: None if pd.isna(e) else self.map_label(e))
+        unmapped = mapped == "<unmapped>"
+        if unmapped.any() and self.unmapped == "error":
+            examples = manifest.loc[unmapped, [schema.ID, schema.EMOTION]].head(5).values.tolist()
+            labels = sorted(manifest.loc[unmapped, schema.EMOTION].unique())
+            raise LabelSchemeError(
+                f"labels {labels} are outside scheme {self.name!r} (classes {list(self.classes)}), "
+                f"e.g. samples {examples}. Map them with label_scheme.mapping "
+                "(e.g. '+label_scheme.mapping.calm=neutral') or drop them with "
+                "label_scheme.unmapped=drop."
+            )
+        keep = mapped.notna() & ~unmapped
+        out = manifest.loc[keep].copy()
+        out[schema.EMOTION] = mapped[keep]
+        if out.empty:
+            raise LabelSchemeError(f"no sample of the corpus has a label in scheme {self.name!r}.")
+        if self.target == "soft" and out[schema.ANNOTATIONS].isna().all():
+            raise LabelSchemeError(
+                f"label_scheme.target=soft needs annotator labels, which corpus "
+                f"{out[schema.CORPUS].iloc[0]!r} does not provide; use target=hard."
+            )
+        return out.reset_index(drop=True)
+
+    def targets(self, manifest: pd.DataFrame) -> dict[str, np.ndarray]:  # noqa: D102
+        index = {c: i for i, c in enumerate(self.classes)}
+        out = {"label": manifest[schema.EMOTION].map(index).to_numpy(dtype=np.int64)}
+        if self.target == "soft":
+            out["soft"] = self.soft_targets(manifest)
+        return out
+
+    def soft_targets(self, manifest: pd.DataFrame) -> np.ndarray:
+        """Annotator label distributions per sample (the consensus label where none are known)."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        soft = np.zeros((len(manifest), len(self.classes)), dtype=np.float32)
+        for row, (label, votes) in enumerate(
+            zip(manifest[schema.EMOTION], manifest[schema.ANNOTATIONS], strict=True)
+        ):
+            mapped = [self.map_label(v) for v in (votes if isinstance(votes, list | tuple | np.ndarray) else [])]
+            mapped = [index[m] for m in mapped if m in index]
+            if not mapped:
+                mapped = [index[label]]
+            np.add.at(soft[row], mapped, 1.0)
+            soft[row] /= soft[row].sum()
+        return soft
+
+    def stratify_labels(self, manifest: pd.DataFrame) -> np.ndarray | None:  # noqa: D102
+        return manifest[schema.EMOTION].to_numpy()
+
+    def loss(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:  # noqa: D102
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+
+        weight = None
+        if self.class_weights is not None:
+            weight = torch.as_tensor(self.class_weights, dtype=outputs.dtype, device=outputs.device)
+        target = targets["soft"] if "soft" in targets else targets["label"]
+        return F.cross_entropy(outputs, target, weight=weight)
+
+    def metrics(self, prefix: str) -> list[Any]:  # noqa: D102
+        from emoexp.evaluation.metrics import classification_metrics
+
+        return [classification_metrics(self.num_outputs, prefix=prefix)]
+
+    def update_metrics(self, metrics, outputs, targets) -> None:  # noqa: D102
+        metrics[0].update(outputs.softmax(dim=-1), targets["label"])
+
+    def decode(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:  # noqa: D102
+        return {"probs": outputs.float().softmax(dim=-1).cpu().numpy()}
+
+    def predictions_frame(self, decoded: dict[str, np.ndarray], samples: pd.DataFrame) -> pd.DataFrame:  # noqa: D102
+        probs = decoded["probs"]
+        frame = pd.DataFrame(
+            {
+                "target": samples[schema.EMOTION].to_numpy(),
+                "prediction": np.asarray(self.classes)[probs.argmax(axis=1)],
+            }
+        )
+        for i, name in enumerate(self.classes):
+            frame[f"prob_{name}"] = probs[:, i]
+        return frame
+
+
+@dataclass
+class DimensionalScheme(LabelScheme):
+    """Regression of valence and arousal (each in [-1, 1]).
+
+    Args:
+        name: Scheme name.
+        dims: Dimensions to predict, among ``valence`` and ``arousal``.
+        derive_from_category: Where a sample has a category but no dimensional rating,
+            use the category's circumplex prototype (see ``labels.emotions``).
+        objective: Loss, ``"ccc"`` (1 - concordance, the usual choice for affect regression) or ``"mse"``.
+        monitor: Monitored validation metric, e.g. ``val/ccc``.
+        mode: Its direction.
+    """
+
+    dims: Sequence[str] = ("valence", "arousal")
+    derive_from_category: bool = True
+    objective: Literal["ccc", "mse"] = "ccc"
+    monitor: str = "val/ccc"
+    mode: Literal["max", "min"] = "max"
+
+    def __post_init__(self) -> None:
+        self.kind = "dimensional"
+        self.dims = tuple(self.dims)
+        unknown = set(self.dims) - {schema.VALENCE, schema.AROUSAL}
+        if unknown or not self.dims:
+            raise LabelSchemeError(
+                f"label_scheme.dims must be a non-empty subset of ['valence', 'arousal'], got {list(self.dims)}."
+            )
+        if self.objective not in ("ccc", "mse"):
+            raise LabelSchemeError(f"label_scheme.objective must be 'ccc' or 'mse', got {self.objective!r}.")
+        self.check_monitor()
+
+    @property
+    def num_outputs(self) -> int:  # noqa: D102
+        return len(self.dims)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:  # noqa: D102
+        per_dim = [f"{d}_{m}" for d in self.dims for m in ("ccc", "pearson", "mae")]
+        return ("loss", "ccc", "mae", *per_dim)
+
+    def prepare(self, manifest: pd.DataFrame) -> pd.DataFrame:  # noqa: D102
+        out = manifest.copy()
+        if self.derive_from_category:
+            for position, dim in enumerate((schema.VALENCE, schema.AROUSAL)):
+                missing = out[dim].isna() & out[schema.EMOTION].notna()
+                out.loc[missing, dim] = out.loc[missing, schema.EMOTION].map(
+                    lambda e, p=position: circumplex(e)[p]
+                )
+        usable = out[list(self.dims)].notna().all(axis=1)
+        out = out.loc[usable].reset_index(drop=True)
+        if out.empty:
+            raise LabelSchemeError(
+                f"no sample has {list(self.dims)} ratings (or a category to derive them from)."
+            )
+        return out
+
+    def targets(self, manifest: pd.DataFrame) -> dict[str, np.ndarray]:  # noqa: D102
+        return {"dims": manifest[list(self.dims)].to_numpy(dtype=np.float32)}
+
+    def stratify_labels(self, manifest: pd.DataFrame) -> np.ndarray | None:  # noqa: D102
+        if manifest[schema.EMOTION].notna().all():
+            return manifest[schema.EMOTION].to_numpy()
+        return None
+
+    def loss(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:  # noqa: D102
+        import torch.nn.functional as F  # noqa: N812
+
+        predicted, target = outputs.tanh(), targets["dims"].to(outputs.dtype)
+        if self.objective == "mse":
+            return F.mse_loss(predicted, target)
+        # 1 - CCC per dimension (Lin 1989), averaged: optimises the metric the field reports.
+        mean_p, mean_t = predicted.mean(0), target.mean(0)
+        var_p, var_t = predicted.var(0, unbiased=False), target.var(0, unbiased=False)
+        cov = ((predicted - mean_p) * (target - mean_t)).mean(0)
+        ccc = 2 * cov / (var_p + var_t + (mean_p - mean_t) ** 2 + 1e-8)
+        return (1 - ccc).mean()
+
+    def metrics(self, prefix: str) -> list[Any]:  # noqa: D102
+        from emoexp.evaluation.metrics import RegressionMetrics
+
+        return [RegressionMetrics(self.dims, prefix=prefix)]
+
+    def update_metrics(self, metrics, outputs, targets) -> None:  # noqa: D102
+        metrics[0].update(outputs.tanh(), targets["dims"].to(outputs.dtype))
+
+    def decode(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:  # noqa: D102
+        return {"dims": outputs.float().tanh().cpu().numpy()}
+
+    def predictions_frame(self, decoded: dict[str, np.ndarray], samples: pd.DataFrame) -> pd.DataFrame:  # noqa: D102
+        frame = pd.DataFrame(index=range(len(samples)))
+        for i, dim in enumerate(self.dims):
+            frame[f"{dim}_true"] = samples[dim].to_numpy(dtype=float)
+            frame[f"{dim}_pred"] = decoded["dims"][:, i]
+        return frame
+
+
+@dataclass
+class MultiTaskScheme(LabelScheme):
+    """Categorical emotion and valence/arousal predicted jointly by one model.
+
+    The head has ``len(classes) + len(dims)`` outputs; the loss is
+    ``categorical + dimensional_weight * dimensional``.
+
+    Args:
+        name: Scheme name.
+        categorical: The categorical part.
+        dimensional: The dimensional part.
+        dimensional_weight: Weight of the dimensional loss.
+        monitor: Monitored validation metric (any metric of either part).
+        mode: Its direction.
+    """
+
+    categorical: CategoricalScheme | None = None
+    dimensional: DimensionalScheme | None = None
+    dimensional_weight: float = 1.0
+    monitor: str = "val/uar"
+    mode: Literal["max", "min"] = "max"
+
+    def __post_init__(self) -> None:
+        self.kind = "both"
+        if self.categorical is None or self.dimensional is None:
+            raise LabelSchemeError("scheme 'both' needs a categorical and a dimensional part.")
+        self.check_monitor()
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names of the categorical part."""
+        return tuple(self.categorical.classes)
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """Dimensions of the dimensional part."""
+        return tuple(self.dimensional.dims)
+
+    @property
+    def num_outputs(self) -> int:  # noqa: D102
+        return self.categorical.num_outputs + self.dimensional.num_outputs
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:  # noqa: D102
+        dims = tuple(m for m in self.dimensional.metric_names if m != "loss")
+        return (*self.categorical.metric_names, *dims)
+
+    def prepare(self, manifest: pd.DataFrame) -> pd.DataFrame:  # noqa: D102
+        return self.dimensional.prepare(self.categorical.prepare(manifest))
+
+    def targets(self, manifest: pd.DataFrame) -> dict[str, np.ndarray]:  # noqa: D102
+        return {**self.categorical.targets(manifest), **self.dimensional.targets(manifest)}
+
+    def stratify_labels(self, manifest: pd.DataFrame) -> np.ndarray | None:  # noqa: D102
+        return self.categorical.stratify_labels(manifest)
+
+    def _split(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.categorical.num_outputs
+        return outputs[:, :n], outputs[:, n:]
+
+    def loss(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:  # noqa: D102
+        logits, dims = self._split(outputs)
+        return self.categorical.loss(logits, targets) + self.dimensional_weight * self.dimensional.loss(
+            dims, targets
+        )
+
+    def metrics(self, prefix: str) -> list[Any]:  # noqa: D102
+        return [*self.categorical.metrics(prefix), *self.dimensional.metrics(prefix)]
+
+    def update_metrics(self, metrics, outputs, targets) -> None:  # noqa: D102
+        logits, dims = self._split(outputs)
+        self.categorical.update_metrics(metrics[:1], logits, targets)
+        self.dimensional.update_metrics(metrics[1:], dims, targets)
+
+    def decode(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:  # noqa: D102
+        logits, dims = self._split(outputs)
+        return {**self.categorical.decode(logits), **self.dimensional.decode(dims)}
+
+    def predictions_frame(self, decoded: dict[str, np.ndarray], samples: pd.DataFrame) -> pd.DataFrame:  # noqa: D102
+        return pd.concat(
+            [
+                self.categorical.predictions_frame(decoded, samples),
+                self.dimensional.predictions_frame(decoded, samples),
+            ],
+            axis=1,
+        )

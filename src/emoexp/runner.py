@@ -1,0 +1,175 @@
+"""Fitting and evaluating one configured model on the folds of a protocol."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from emoexp.data import schema
+from emoexp.data.splits import TEST, VAL, Fold
+
+log = logging.getLogger(__name__)
+
+
+def _callbacks(cfg: DictConfig, output_dir: Path) -> list[Any]:
+    import hydra
+
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None or "_target_" not in node:
+            continue
+        if name == "model_checkpoint":
+            callbacks.append(hydra.utils.instantiate(node, dirpath=str(output_dir / "checkpoints")))
+        else:
+            callbacks.append(hydra.utils.instantiate(node))
+    return callbacks
+
+
+def _log_frame(client: Any, run_id: str, frame: pd.DataFrame, name: str, artifact_path: str | None = None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        frame.to_csv(path, index=False)
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
+def _log_figure(client: Any, run_id: str, figure: Any, name: str) -> None:
+    import matplotlib.pyplot as plt
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        figure.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(figure)
+        client.log_artifact(run_id, str(path), "plots")
+
+
+def predictions_frame(scheme: Any, outputs: Any, rows: np.ndarray, manifest: pd.DataFrame, part: str) -> pd.DataFrame:
+    """Per-sample predictions joined with sample id, speaker and group attributes."""
+    samples = manifest.iloc[rows].reset_index(drop=True)
+    frame = scheme.predictions_frame(scheme.decode(outputs), samples)
+    meta = samples[[schema.ID, schema.SPEAKER, *schema.group_columns(samples)]]
+    return pd.concat([pd.DataFrame({"split": part}, index=frame.index), meta, frame], axis=1)
+
+
+def log_reports(client: Any, run_id: str, scheme: Any, predictions: pd.DataFrame) -> None:
+    """Confusion matrix, per-class report and per-group metrics of the test predictions."""
+    from emoexp.evaluation import report
+
+    test = predictions[predictions["split"] == TEST]
+    groups = [c for c in predictions.columns if c.startswith(schema.GROUP_PREFIX)]
+    classes = list(getattr(scheme, "classes", ()) or [])
+    if classes and "target" in test.columns:
+        _log_frame(client, run_id, report.classification_report_frame(test, classes).reset_index(), "classification_report.csv", "reports")
+        _log_figure(client, run_id, report.confusion_matrix_figure(test, classes, title=f"{scheme.name} (test)"), "confusion_matrix.png")
+        probs = test[[f"prob_{c}" for c in classes]].to_numpy()
+        targets = test["target"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        client.log_metric(run_id, "test/ece", report.expected_calibration_error(probs, targets))
+        _log_figure(client, run_id, report.reliability_diagram(probs, targets, 10), "reliability_diagram.png")
+    if getattr(scheme, "kind", "") in ("dimensional", "both"):
+        _log_frame(client, run_id, report.regression_report_frame(test, list(scheme.dims)).reset_index(), "regression_report.csv", "reports")
+    if groups:
+        per_group = report.per_group_metrics(test, classes or None, groups)
+        _log_frame(client, run_id, per_group, "per_group_metrics.csv", "reports")
+        _log_frame(client, run_id, report.largest_gaps(per_group), "per_group_gaps.csv", "reports")
+
+
+def fit_fold(
+    cfg: DictConfig,
+    scheme: Any,
+    manifest: pd.DataFrame,
+    fold: Fold,
+    client: Any,
+    run_id: str,
+    tracking_uri: str,
+    output_dir: Path,
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Train on one fold, test the best checkpoint, log everything to ``run_id``.
+
+    Returns:
+        Final metrics (``val/<monitor>_best``, ``test/*``) and the per-sample predictions.
+    """
+    import hydra
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    from emoexp.data.datamodule import EmotionDataModule
+    from emoexp.tasks.emotion import EmotionTask
+    from emoexp.train import _instantiate
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    featurizer = _instantiate(cfg.model.features[cfg.modality])
+    datamodule = EmotionDataModule(
+        manifest,
+        fold,
+        featurizer,
+        scheme.targets(manifest),
+        batch_size=cfg.datamodule.batch_size,
+        num_workers=cfg.datamodule.num_workers,
+        pin_memory=cfg.datamodule.pin_memory,
+        sampler=cfg.datamodule.sampler,
+        cache_dir=cfg.paths.cache_dir,
+        use_cache=cfg.datamodule.use_cache,
+    )
+    datamodule.setup()
+    client.set_tag(run_id, "feature_cache", "hit" if datamodule.cache_hit else "miss")
+    net = _instantiate(cfg.model.net, num_outputs=scheme.num_outputs, **featurizer.net_kwargs())
+    scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    task = EmotionTask(
+        net,
+        scheme,
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        l1=cfg.regularization.l1,
+    )
+    client.log_metric(run_id, "model/parameters", float(sum(p.numel() for p in net.parameters())))
+    logger = MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id, experiment_name=cfg.tracking.experiment)
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=_callbacks(cfg, output_dir), logger=logger, default_root_dir=str(output_dir)
+    )
+    trainer.fit(task, datamodule=datamodule)
+    checkpoint = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    ckpt_path = checkpoint or None
+    test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
+    batches = trainer.predict(task, dataloaders=datamodule.predict_dataloader(), ckpt_path=ckpt_path)
+    frames = []
+    for part, part_batches in zip((VAL, TEST), batches, strict=True):
+        outputs = torch.cat([b["outputs"] for b in part_batches])
+        rows = torch.cat([b["rows"] for b in part_batches]).numpy()
+        frames.append(predictions_frame(scheme, outputs, rows, manifest, part))
+    predictions = pd.concat(frames, ignore_index=True)
+    _log_frame(client, run_id, predictions, "predictions.csv")
+    log_reports(client, run_id, scheme, predictions)
+    if checkpoint and cfg.tracking.log_checkpoint:
+        client.log_artifact(run_id, checkpoint, "checkpoints")
+    metrics = {k: float(v) for k, v in test_metrics.items()}
+    best = trainer.callback_metrics.get(scheme.best_metric)
+    if best is not None:
+        metrics[scheme.best_metric] = float(best)
+    return metrics, predictions
+
+
+def fit_and_evaluate(cfg: DictConfig, scheme: Any, client: Any, run_id: str, tracking_uri: str) -> dict[str, float]:
+    """Prepare the samples, split them by the protocol and fit every fold.
+
+    A single-fold protocol logs into ``run_id``; a multi-fold protocol logs one child run
+    per fold and the mean/std/CI of each metric on the parent.
+    """
+    from emoexp.train import _instantiate, prepare_samples
+
+    manifest = prepare_samples(cfg, scheme)
+    protocol = _instantiate(cfg.protocol)
+    folds = list(protocol.folds(manifest, scheme.stratify_labels(manifest), cfg.seed))
+    output_dir = Path(cfg.paths.output_dir)
+    for fold in folds:
+        client.set_tag(run_id, f"data_fingerprint{'' if len(folds) == 1 else '.' + fold.name}", fold.fingerprint(manifest))
+    client.log_metric(run_id, "data/samples", float(len(manifest)))
+    if len(folds) == 1:
+        metrics, _ = fit_fold(cfg, scheme, manifest, folds[0], client, run_id, tracking_uri, output_dir)
+        return metrics
+    raise NotImplementedError("multi-fold protocols land with the cross-validation issue")

@@ -1,0 +1,1 @@
+"""MLflow tracking: stores, runs, their parameters, tags and artifacts."""

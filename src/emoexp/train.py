@@ -1,0 +1,133 @@
+"""``train(cfg)``: one composed config in, one tracked, evaluated MLflow run out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from emoexp import config as config_checks
+from emoexp.data import schema
+
+log = logging.getLogger(__name__)
+
+# Offline by default (DESIGN invariant 5): HF libraries never reach for the hub unless asked.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
+    """Instantiate a config node with plain Python containers for its arguments."""
+    return hydra.utils.instantiate(node, **kwargs, _convert_="all")
+
+
+def load_corpus(cfg: DictConfig) -> pd.DataFrame:
+    """Load the configured corpus as a validated manifest restricted to usable inputs."""
+    manifest = hydra.utils.instantiate(cfg.data.corpus, _convert_="all")
+    return schema.validate_manifest(manifest, cfg.data.name)
+
+
+def prepare_samples(cfg: DictConfig, scheme: Any) -> pd.DataFrame:
+    """Corpus -> samples of the run's modality -> labels of the scheme."""
+    manifest = load_corpus(cfg)
+    if cfg.modality != "multimodal":
+        column = schema.INPUT_COLUMNS[cfg.modality]
+        manifest = manifest.loc[manifest[column].notna()].reset_index(drop=True)
+        if manifest.empty:
+            raise config_checks.ConfigError(f"data={cfg.data.name} has no sample with a {cfg.modality} input.")
+    return scheme.prepare(manifest)
+
+
+def _log_json(client: Any, run_id: str, obj: Any, name: str) -> None:
+    import json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(json.dumps(obj, indent=2, default=str))
+        client.log_artifact(run_id, str(path))
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train and evaluate the configured experiment; everything is logged to one MLflow run.
+
+    Args:
+        cfg: A config composed from ``conf/train.yaml`` (by ``@hydra.main`` or ``hydra.compose``).
+
+    Returns:
+        The run's final metrics (``val/*_best`` and ``test/*``) plus ``run_id``-free floats.
+
+    Raises:
+        ConfigError: If modality, data and model do not fit together (before anything runs).
+    """
+    config_checks.validate(cfg)
+    import mlflow
+
+    from emoexp.runner import fit_and_evaluate
+    from emoexp.tracking import record, store
+
+    tracking_uri = store.resolve_tracking_uri(cfg.tracking.uri)
+    experiment_id = store.ensure_experiment(tracking_uri, cfg.tracking.experiment)
+    client = mlflow.MlflowClient(tracking_uri)
+    scheme = _instantiate(cfg.label_scheme)
+    run = client.create_run(
+        experiment_id,
+        run_name=cfg.run_name,
+        tags={
+            "modality": cfg.modality,
+            "model": cfg.model.name,
+            "label_scheme": scheme.name,
+            "protocol": cfg.protocol.name,
+            "data": cfg.data.name,
+            "seed": str(cfg.seed),
+            "git_commit": record.git_commit(Path(__file__).parent),
+            "mlflow.source.git.commit": record.git_commit(Path(__file__).parent),
+            "emoexp.monitor": scheme.monitor,
+        },
+    )
+    run_id = run.info.run_id
+    log.info("MLflow run %s in %s (experiment %s)", run_id, tracking_uri, cfg.tracking.experiment)
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        params = record.flatten_config(resolved)
+        items = sorted(params.items())
+        for start in range(0, len(items), 100):
+            client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in items[start : start + 100]])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "config.yaml"
+            path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+            client.log_artifact(run_id, str(path))
+        _log_json(client, run_id, record.environment(), "environment.json")
+        metrics = fit_and_evaluate(cfg, scheme, client, run_id, tracking_uri)
+    except BaseException as error:
+        client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        client.set_terminated(run_id, status)
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return metrics
+
+
+def get_metric_value(metrics: dict[str, float], name: str) -> float:
+    """Return ``metrics[name]``, or raise an error naming ``optimized_metric`` and what exists."""
+    if name not in metrics:
+        raise KeyError(
+            f"optimized_metric={name!r} was not logged; available: {sorted(metrics)}. "
+            "Set optimized_metric in the config (it defaults to the label scheme's monitor + '_best')."
+        )
+    return float(metrics[name])
+
+
+def main() -> None:
+    """Console entry point equivalent to ``python train.py``."""
+    _hydra_main()
+
+
+@hydra.main(version_base="1.3", config_path=str(config_checks.CONF_DIR), config_name="train")
+def _hydra_main(cfg: DictConfig) -> float:
+    return get_metric_value(train(cfg), cfg.optimized_metric)
+

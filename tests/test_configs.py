@@ -1,0 +1,127 @@
+"""Every shipped modality x model x label_scheme combination composes and binds, or is rejected."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import itertools
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from emoexp.config import ConfigError, group_options, validate
+
+MODALITIES = ["audio", "text", "visual"]
+MODELS = group_options("model")
+SCHEMES = group_options("label_scheme")
+
+# Which models each modality supports: the contract the configs must keep.
+EXPECTED = {
+    "audio": {"lstm", "cnn", "timm"},
+    "text": {"lstm", "transformer"},
+    "visual": {"cnn", "timm"},
+}
+
+
+def _targets(node: object, path: str = ""):
+    """Yield (path, node) for every config node with a ``_target_``."""
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield path, node
+        for key, value in node.items():
+            yield from _targets(value, f"{path}.{key}" if path else key)
+
+
+def _bind(path: str, node: dict, extra: dict | None = None) -> None:
+    module_name, _, attr = node["_target_"].rpartition(".")
+    target = getattr(importlib.import_module(module_name), attr)
+    kwargs = {k: v for k, v in node.items() if not k.startswith("_")}
+    kwargs.update(extra or {})
+    signature = inspect.signature(target)
+    if node.get("_partial_"):
+        signature.bind_partial(**kwargs)
+    else:
+        try:
+            signature.bind(**kwargs)
+        except TypeError as error:
+            raise AssertionError(f"{path}: {node['_target_']} does not bind {sorted(kwargs)}: {error}") from error
+
+
+@pytest.mark.parametrize(("modality", "model", "scheme"), list(itertools.product(MODALITIES, MODELS, SCHEMES)))
+def test_every_combination_composes_and_binds_or_is_rejected(compose, modality, model, scheme):
+    cfg: DictConfig = compose([f"modality={modality}", f"model={model}", f"label_scheme={scheme}"])
+    if model not in EXPECTED[modality]:
+        with pytest.raises(ConfigError, match=f"Models for {modality}: "):
+            validate(cfg)
+        return
+    validate(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    # Heads, input sizes and vocabularies come from the scheme and featurizer at run time.
+    runtime = {"num_outputs": 7, "input_size": 40, "vocab_size": 100, "in_chans": 1, "max_length": 48}
+    net_kwargs = {k: v for k, v in runtime.items() if k in inspect.signature(
+        getattr(importlib.import_module(resolved["model"]["net"]["_target_"].rpartition(".")[0]),
+                resolved["model"]["net"]["_target_"].rpartition(".")[2])).parameters}
+    _bind("model.net", resolved["model"]["net"], net_kwargs)
+    for key in ("label_scheme", "protocol"):
+        node = resolved[key]
+        for path, sub in _targets(node, key):
+            if path != key:
+                _bind(path, sub)
+        flat = {k: v for k, v in node.items() if not isinstance(v, dict)}
+        _bind(key, {**flat, "_target_": node["_target_"]})
+    _bind("data.corpus", resolved["data"]["corpus"])
+    _bind(f"model.features.{modality}", resolved["model"]["features"][modality])
+    _bind("optimizer", resolved["optimizer"])
+    for name, callback in resolved["callbacks"].items():
+        if callback:
+            _bind(f"callbacks.{name}", callback)
+    trainer = dict(resolved["trainer"])
+    _bind("trainer", trainer)
+    assert cfg.callbacks.early_stopping.monitor == cfg.label_scheme.monitor
+    assert cfg.callbacks.model_checkpoint.mode == cfg.label_scheme.mode
+    assert cfg.optimized_metric == f"{cfg.label_scheme.monitor}_best"
+
+
+def test_scheme_decides_monitor_everywhere(compose):
+    for scheme, monitor in (("ekman7", "val/uar"), ("valence_arousal", "val/ccc")):
+        cfg = compose([f"label_scheme={scheme}", "scheduler=plateau"])
+        assert cfg.callbacks.early_stopping.monitor == monitor
+        assert cfg.callbacks.model_checkpoint.monitor == monitor
+        assert cfg.scheduler.mode == cfg.label_scheme.mode
+
+
+def test_incompatible_model_message_lists_compatible_models(compose):
+    cfg = compose(["modality=text", "model=cnn"])
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    assert "model=cnn does not support modality=text" in str(error.value)
+    assert "lstm" in str(error.value) and "transformer" in str(error.value)
+
+
+def test_data_without_the_modality_is_rejected(compose):
+    cfg = compose(["modality=text", "data=embedded_audio"])
+    with pytest.raises(ConfigError, match="data=embedded_audio has no text input"):
+        validate(cfg)
+
+
+def test_unknown_option_and_key_are_hydra_errors_listing_choices(compose):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="Available options"):
+        compose(["model=nope"])
+    with pytest.raises(ConfigCompositionException, match="nope"):
+        compose(["model.net.nope=1"])
+
+
+def test_monitor_must_be_a_validation_metric_of_the_scheme(compose):
+    from hydra.utils import instantiate
+
+    from emoexp.labels.schemes import LabelSchemeError
+
+    cfg = compose(["label_scheme.monitor=test/uar"])
+    node = {k: v for k, v in OmegaConf.to_container(cfg.label_scheme).items()}
+    with pytest.raises(LabelSchemeError, match="test split is locked"):
+        instantiate(node)
+    cfg = compose(["label_scheme=valence_arousal", "label_scheme.monitor=val/uar"])
+    with pytest.raises(LabelSchemeError, match="val/ccc"):
+        instantiate(OmegaConf.to_container(cfg.label_scheme))
