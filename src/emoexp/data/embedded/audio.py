@@ -60,9 +60,7 @@ class VocalProfile:
 # so that a full-intensity expression by an average speaker is clear but a weak one is not.
 VOCAL_PROFILES: dict[str, VocalProfile] = {
     "neutral": VocalProfile(),
-    "anger": VocalProfile(
-        f0_shift=3.5, f0_range=1.7, rate=1.15, loudness=7.0, tilt=-0.3, jitter=1.3
-    ),
+    "anger": VocalProfile(f0_shift=3.5, f0_range=1.7, rate=1.15, loudness=7.0, tilt=-0.3, jitter=1.3),
     "happiness": VocalProfile(
         f0_shift=4.0, f0_range=1.6, rate=1.1, loudness=3.0, tilt=-0.1, formant_scale=1.05
     ),
@@ -85,9 +83,7 @@ VOCAL_PROFILES: dict[str, VocalProfile] = {
         breathiness=0.3,
         formant_scale=0.97,
     ),
-    "surprise": VocalProfile(
-        f0_shift=5.5, f0_range=1.5, rate=1.0, loudness=2.5, tilt=-0.05, final_rise=7.0
-    ),
+    "surprise": VocalProfile(f0_shift=5.5, f0_range=1.5, rate=1.0, loudness=2.5, tilt=-0.05, final_rise=7.0),
     "disgust": VocalProfile(
         f0_shift=-3.0, f0_range=0.9, rate=0.78, loudness=-3.0, tilt=0.1, jitter=1.5, creak=0.8
     ),
@@ -271,6 +267,7 @@ class _Plan:
     """The segmental plan of one utterance, in samples."""
 
     n: int
+    sample_rate: int
     starts: np.ndarray  # syllable starts, seconds
     ends: np.ndarray  # syllable ends, seconds
     stress: np.ndarray
@@ -326,14 +323,14 @@ def _plan(rate: float, sample_rate: int, rng: np.random.Generator) -> _Plan:
             noise_gain[a:mid] = _NOISE_LEVEL[onset]
         phones.append((mid, b, _VOWELS[vowels[k]]))
         voiced_gain[mid:b] = stress[k]
-    return _Plan(n, starts, ends, stress, voiced_gain, noise_gain, phones, noises)
+    return _Plan(n, sample_rate, starts, ends, stress, voiced_gain, noise_gain, phones, noises)
 
 
 def _f0_contour(
     plan: _Plan, spk: _Speaker, profile: VocalProfile, s: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return a 5 ms time grid (s) and the F0 (Hz) on it."""
-    grid = np.arange(0.0, plan.n / sample_rate + 2 * _GRID_STEP, _GRID_STEP)
+    grid = np.arange(0.0, plan.n / plan.sample_rate + 2 * _GRID_STEP, _GRID_STEP)
     n_syllables = len(plan.starts)
     lead, span = plan.starts[0], plan.ends[-1] - plan.starts[0]
     progress = np.clip((grid - lead) / span, 0.0, 1.0)
@@ -481,9 +478,7 @@ def synthesize(
     return speech.astype(np.float32)
 
 
-def render_audio(
-    latents: pd.DataFrame, out_dir: Path, sample_rate: int = 16000, seed: int = 0
-) -> list[str]:
+def render_audio(latents: pd.DataFrame, out_dir: Path, sample_rate: int = 16000, seed: int = 0) -> list[str]:
     """Write one 16-bit mono WAV per latent row and return the file paths.
 
     Args:
@@ -511,9 +506,7 @@ def render_audio(
         gender,
         strict=True,
     ):
-        wave = synthesize(
-            emotion, float(strength), str(speaker), sex, sample_rate, seed, str(sample_id)
-        )
+        wave = synthesize(emotion, float(strength), str(speaker), sex, sample_rate, seed, str(sample_id))
         path = out_dir / f"{sample_id}.wav"
         sf.write(path, wave, sample_rate, subtype="PCM_16")
         paths.append(str(path))

@@ -93,9 +93,7 @@ def _annotate(
 ) -> list[list[str]]:
     """Simulate ``n_annotators`` raters labelling every sample."""
     n_samples, n_classes = len(class_index), len(classes)
-    accuracy = np.clip(
-        annotator_accuracy + _ANNOTATOR_SPREAD * rng.standard_normal(n_annotators), 0.05, 0.99
-    )
+    accuracy = np.clip(annotator_accuracy + _ANNOTATOR_SPREAD * rng.standard_normal(n_annotators), 0.05, 0.99)
     # Weak expressions are harder: shift each rater's log-odds of being right with intensity.
     logit = np.log(accuracy / (1 - accuracy))[None, :] + _INTENSITY_SLOPE * (
         intensity[:, None] - INTENSITY_MEAN
@@ -165,9 +163,7 @@ def sample_latents(
     # Weak expressions sit closer to the origin of the circumplex, but never collapse onto it.
     scale = (0.3 + 0.7 * intensity)[:, None]
     va = np.clip(prototypes * scale + _VA_NOISE * rng.standard_normal((n_samples, 2)), -1, 1)
-    annotations = _annotate(
-        class_index, intensity, classes, n_annotators, annotator_accuracy, rng
-    )
+    annotations = _annotate(class_index, intensity, classes, n_annotators, annotator_accuracy, rng)
     width = max(2, len(str(n_speakers - 1)))
     genders = np.array(["female", "male"])
     return pd.DataFrame(
