@@ -12,7 +12,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from emoexp.data import schema
-from emoexp.data.splits import TEST, VAL, Fold
+from emoexp.data.splits import TEST, TRAIN, VAL, Fold
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ def log_reports(client: Any, run_id: str, scheme: Any, predictions: pd.DataFrame
     if classes and "target" in test.columns:
         _log_frame(client, run_id, report.classification_report_frame(test, classes).reset_index(), "classification_report.csv", "reports")
         _log_figure(client, run_id, report.confusion_matrix_figure(test, classes, title=f"{scheme.name} (test)"), "confusion_matrix.png")
-        probs = test[[f"prob_{c}" for c in classes]].to_numpy()
-        targets = test["target"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        probs, targets = report.class_probabilities(test, classes)
         client.log_metric(run_id, "test/ece", report.expected_calibration_error(probs, targets))
         _log_figure(client, run_id, report.reliability_diagram(probs, targets, 10), "reliability_diagram.png")
     if getattr(scheme, "kind", "") in ("dimensional", "both"):
@@ -99,10 +98,13 @@ def fit_fold(
     from lightning.pytorch.loggers import MLFlowLogger
 
     from emoexp.data.datamodule import EmotionDataModule
+    from emoexp.evaluation.dataset_report import dataset_reports
     from emoexp.tasks.emotion import EmotionTask
     from emoexp.train import _instantiate
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
     featurizer = _instantiate(cfg.model.features[cfg.modality])
     datamodule = EmotionDataModule(
         manifest,
@@ -118,6 +120,10 @@ def fit_fold(
     )
     datamodule.setup()
     client.set_tag(run_id, "feature_cache", "hit" if datamodule.cache_hit else "miss")
+    # Data-dependent loss weights (class_weights=balanced) come from this fold's training rows only.
+    scheme = scheme.resolve_class_weights(manifest.loc[fold.mask(TRAIN)])
+    for name, frame in dataset_reports(manifest, fold, scheme).items():
+        _log_frame(client, run_id, frame, name, "reports")
     net = _instantiate(cfg.model.net, num_outputs=scheme.num_outputs, **featurizer.net_kwargs())
     scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     task = EmotionTask(
@@ -133,6 +139,7 @@ def fit_fold(
         cfg.trainer, callbacks=_callbacks(cfg, output_dir), logger=logger, default_root_dir=str(output_dir)
     )
     trainer.fit(task, datamodule=datamodule)
+    best = trainer.callback_metrics.get(scheme.best_metric)  # read before test() resets them
     checkpoint = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     ckpt_path = checkpoint or None
     test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
@@ -148,7 +155,6 @@ def fit_fold(
     if checkpoint and cfg.tracking.log_checkpoint:
         client.log_artifact(run_id, checkpoint, "checkpoints")
     metrics = {k: float(v) for k, v in test_metrics.items()}
-    best = trainer.callback_metrics.get(scheme.best_metric)
     if best is not None:
         metrics[scheme.best_metric] = float(best)
     return metrics, predictions
@@ -160,6 +166,7 @@ def fit_and_evaluate(cfg: DictConfig, scheme: Any, client: Any, run_id: str, tra
     A single-fold protocol logs into ``run_id``; a multi-fold protocol logs one child run
     per fold and the mean/std/CI of each metric on the parent.
     """
+    from emoexp.labels.aggregation import agreement
     from emoexp.train import _instantiate, prepare_samples
 
     manifest = prepare_samples(cfg, scheme)
@@ -169,7 +176,79 @@ def fit_and_evaluate(cfg: DictConfig, scheme: Any, client: Any, run_id: str, tra
     for fold in folds:
         client.set_tag(run_id, f"data_fingerprint{'' if len(folds) == 1 else '.' + fold.name}", fold.fingerprint(manifest))
     client.log_metric(run_id, "data/samples", float(len(manifest)))
+    for name, value in agreement(manifest).items():
+        if np.isfinite(value):
+            client.log_metric(run_id, f"data/{name}", value)
     if len(folds) == 1:
         metrics, _ = fit_fold(cfg, scheme, manifest, folds[0], client, run_id, tracking_uri, output_dir)
         return metrics
-    raise NotImplementedError("multi-fold protocols land with the cross-validation issue")
+    return fit_cross_validated(cfg, scheme, manifest, folds, client, run_id, tracking_uri, output_dir)
+
+
+def summarise_folds(per_fold: list[dict[str, float]]) -> dict[str, float]:
+    """Mean, std and bootstrap 95% CI over folds of every metric; the mean keeps the plain name.
+
+    The plain name (``test/uar``, ``val/uar_best``) holding the mean lets tuners and
+    comparisons treat a cross-validated run like a holdout run.
+    """
+    from emoexp.evaluation.statistics import mean_std_ci
+
+    summary: dict[str, float] = {}
+    for name in sorted(set().union(*per_fold)):
+        values = [m[name] for m in per_fold if name in m]
+        stats = mean_std_ci(values)
+        summary[name] = stats["mean"]
+        for key in ("std", "ci_low", "ci_high"):
+            summary[f"{name}_{key}"] = stats[key]
+    return {k: float(v) for k, v in summary.items() if np.isfinite(v)}
+
+
+def fit_cross_validated(
+    cfg: DictConfig,
+    scheme: Any,
+    manifest: pd.DataFrame,
+    folds: list[Fold],
+    client: Any,
+    parent_id: str,
+    tracking_uri: str,
+    output_dir: Path,
+) -> dict[str, float]:
+    """One child run per fold under ``parent_id``; the parent gets the fold summary and OOF predictions."""
+    import time
+
+    import mlflow
+
+    parent = client.get_run(parent_id)
+    per_fold, oof = [], []
+    for fold in folds:
+        child = client.create_run(
+            parent.info.experiment_id,
+            run_name=f"{parent.info.run_name}-{fold.name}",
+            tags={
+                **{k: v for k, v in parent.data.tags.items() if not k.startswith("mlflow.")},
+                "mlflow.parentRunId": parent_id,
+                "fold": fold.name,
+                "data_fingerprint": fold.fingerprint(manifest),
+            },
+        )
+        child_id = child.info.run_id
+        try:
+            metrics, predictions = fit_fold(
+                cfg, scheme, manifest, fold, client, child_id, tracking_uri, output_dir / fold.name
+            )
+        except BaseException as error:
+            client.set_tag(child_id, "error", f"{type(error).__name__}: {error}"[:5000])
+            client.set_terminated(child_id, "FAILED")
+            raise
+        client.set_terminated(child_id, "FINISHED")
+        per_fold.append(metrics)
+        oof.append(predictions.assign(fold=fold.name))
+        log.info("%s: %s", fold.name, {k: round(v, 4) for k, v in metrics.items() if k.startswith("test/")})
+    summary = summarise_folds(per_fold)
+    client.log_batch(parent_id, metrics=[mlflow.entities.Metric(k, v, int(time.time() * 1000), 0) for k, v in summary.items()])
+    client.log_metric(parent_id, "folds", float(len(folds)))
+    predictions = pd.concat(oof, ignore_index=True)
+    _log_frame(client, parent_id, predictions, "predictions.csv")
+    _log_frame(client, parent_id, pd.DataFrame(per_fold).assign(fold=[f.name for f in folds]), "per_fold_metrics.csv", "reports")
+    log_reports(client, parent_id, scheme, predictions)
+    return summary

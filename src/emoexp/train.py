@@ -33,13 +33,16 @@ def load_corpus(cfg: DictConfig) -> pd.DataFrame:
 
 
 def prepare_samples(cfg: DictConfig, scheme: Any) -> pd.DataFrame:
-    """Corpus -> samples of the run's modality -> labels of the scheme."""
+    """Corpus -> samples of the run's modality -> aggregated annotations -> labels of the scheme."""
     manifest = load_corpus(cfg)
     if cfg.modality != "multimodal":
         column = schema.INPUT_COLUMNS[cfg.modality]
         manifest = manifest.loc[manifest[column].notna()].reset_index(drop=True)
         if manifest.empty:
             raise config_checks.ConfigError(f"data={cfg.data.name} has no sample with a {cfg.modality} input.")
+    if cfg.get("aggregation") is not None:
+        # Recompute `emotion` from the annotator labels (aggregation=majority|dawid_skene).
+        manifest = _instantiate(cfg.aggregation)(manifest)
     return scheme.prepare(manifest)
 
 

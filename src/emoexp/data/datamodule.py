@@ -93,7 +93,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.manifest = manifest
         self.fold = fold
         self.featurizer = featurizer
-        self.targets = {k: torch.as_tensor(v) for k, v in targets.items()}
+        self.targets = {k: torch.as_tensor(np.array(v)) for k, v in targets.items()}
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory

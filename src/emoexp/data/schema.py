@@ -24,6 +24,7 @@ AROUSAL = "arousal"
 SPEAKER = "speaker"
 ANNOTATIONS = "annotations"
 OFFICIAL_SPLIT = "official_split"
+LABELS = "labels"
 GROUP_PREFIX = "group_"
 
 REQUIRED_COLUMNS: tuple[str, ...] = (ID, CORPUS, SPEAKER)
@@ -37,6 +38,7 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
     AROUSAL,
     ANNOTATIONS,
     OFFICIAL_SPLIT,
+    LABELS,
 )
 MODALITIES: tuple[str, ...] = ("text", "audio", "visual", "multimodal")
 

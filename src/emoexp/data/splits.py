@@ -181,3 +181,154 @@ class OfficialSplit(Protocol):
                 f"this corpus has {sorted(map(str, parts.unique()))}. Use protocol=holdout."
             )
         yield _check_parts(Fold("official", parts.to_numpy().astype(str)))
+
+
+def _validation_from_training(
+    manifest: pd.DataFrame,
+    train: np.ndarray,
+    stratify: np.ndarray | None,
+    val_size: float,
+    seed: int,
+    group: str | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Carve a validation part out of a fold's training rows (never out of its test rows)."""
+    if group is None:
+        labels = None if stratify is None else stratify[train]
+        try:
+            inner_train, inner_val = train_test_split(train, test_size=val_size, random_state=seed, stratify=labels)
+        except ValueError:
+            inner_train, inner_val = train_test_split(train, test_size=val_size, random_state=seed)
+        return inner_train, inner_val
+    groups = manifest[group].to_numpy()[train]
+    n_splits = max(2, round(1 / val_size))
+    if len(np.unique(groups)) < 2:
+        raise SplitError(f"a fold's training side has fewer than 2 {group}s: no speaker-independent validation.")
+    n_splits = min(n_splits, len(np.unique(groups)))
+    if stratify is None:
+        splitter = GroupShuffleSplit(n_splits=1, test_size=1 / n_splits, random_state=seed)
+        fit, val = next(splitter.split(train, groups=groups))
+    else:
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        fit, val = next(splitter.split(train, stratify[train], groups=groups))
+    return train[fit], train[val]
+
+
+def _fold(name: str, n: int, train: np.ndarray, val: np.ndarray, test: np.ndarray) -> Fold:
+    assignment = np.full(n, "", dtype=object)
+    assignment[train], assignment[val], assignment[test] = TRAIN, VAL, TEST
+    return _check_parts(Fold(name, assignment.astype(str)))
+
+
+class KFold(Protocol):
+    """Stratified k-fold cross-validation; validation is carved from each fold's training side.
+
+    Args:
+        n_splits: Number of folds (each sample is tested exactly once).
+        val_size: Fraction of each fold's training side used for validation.
+        name: Protocol name.
+    """
+
+    def __init__(self, n_splits: int = 5, val_size: float = 0.15, name: str = "kfold"):
+        if n_splits < 2:
+            raise SplitError("protocol.n_splits must be at least 2.")
+        self.n_splits, self.val_size, self.name = n_splits, val_size, name
+
+    def folds(self, manifest: pd.DataFrame, stratify: np.ndarray | None, seed: int) -> Iterator[Fold]:  # noqa: D102
+        from sklearn.model_selection import KFold as PlainKFold
+        from sklearn.model_selection import StratifiedKFold
+
+        index = np.arange(len(manifest))
+        if stratify is not None:
+            splits = StratifiedKFold(self.n_splits, shuffle=True, random_state=seed).split(index, stratify)
+        else:
+            splits = PlainKFold(self.n_splits, shuffle=True, random_state=seed).split(index)
+        for k, (train, test) in enumerate(splits):
+            fit, val = _validation_from_training(manifest, train, stratify, self.val_size, seed, None)
+            yield _fold(f"fold{k}", len(manifest), fit, val, test)
+
+
+class SpeakerKFold(Protocol):
+    """Speaker/subject-independent k-fold (``StratifiedGroupKFold``); validation speakers too.
+
+    Args:
+        n_splits: Number of folds.
+        val_size: Approximate fraction of each fold's training speakers used for validation.
+        group: Column holding the speaker/subject id.
+        name: Protocol name.
+    """
+
+    speaker_independent = True
+
+    def __init__(self, n_splits: int = 5, val_size: float = 0.2, group: str = schema.SPEAKER, name: str = "speaker_kfold"):
+        if n_splits < 2:
+            raise SplitError("protocol.n_splits must be at least 2.")
+        self.n_splits, self.val_size, self.group, self.name = n_splits, val_size, group, name
+
+    def folds(self, manifest: pd.DataFrame, stratify: np.ndarray | None, seed: int) -> Iterator[Fold]:  # noqa: D102
+        groups = manifest[self.group].to_numpy()
+        if len(np.unique(groups)) < self.n_splits:
+            raise SplitError(
+                f"{len(np.unique(groups))} {self.group}s are too few for {self.n_splits} speaker-independent folds; "
+                "lower protocol.n_splits."
+            )
+        index = np.arange(len(manifest))
+        if stratify is not None:
+            splits = StratifiedGroupKFold(self.n_splits, shuffle=True, random_state=seed).split(index, stratify, groups)
+        else:
+            from sklearn.model_selection import GroupKFold
+
+            splits = GroupKFold(self.n_splits).split(index, groups=groups)
+        for k, (train, test) in enumerate(splits):
+            fit, val = _validation_from_training(manifest, train, stratify, self.val_size, seed, self.group)
+            fold = _fold(f"fold{k}", len(manifest), fit, val, test)
+            assert_group_disjoint(manifest, fold, self.group)
+            yield fold
+
+
+class LeaveOneGroupOut(Protocol):
+    """Leave-one-speaker-out (or -session-out with ``group=session``): one fold per group.
+
+    Args:
+        group: Column whose values are left out one at a time (``speaker``, ``group_session``...).
+        val_size: Approximate fraction of the remaining groups used for validation.
+        name: Protocol name.
+    """
+
+    speaker_independent = True
+
+    def __init__(self, group: str = schema.SPEAKER, val_size: float = 0.2, name: str = "loso"):
+        self.group, self.val_size, self.name = group, val_size, name
+
+    def folds(self, manifest: pd.DataFrame, stratify: np.ndarray | None, seed: int) -> Iterator[Fold]:  # noqa: D102
+        if self.group not in manifest.columns:
+            raise SplitError(f"protocol.group={self.group!r} is not a column of the corpus; available: {list(manifest.columns)}.")
+        groups = manifest[self.group].astype(str).to_numpy()
+        values = sorted(np.unique(groups))
+        if len(values) < 3:
+            raise SplitError(f"leave-one-{self.group}-out needs at least 3 {self.group}s, the corpus has {len(values)}.")
+        for value in values:
+            test = np.flatnonzero(groups == value)
+            train = np.flatnonzero(groups != value)
+            fit, val = _validation_from_training(manifest, train, stratify, self.val_size, seed, self.group)
+            fold = _fold(f"{self.group}={value}", len(manifest), fit, val, test)
+            assert_group_disjoint(manifest, fold, self.group)
+            yield fold
+
+
+class LeaveOneOut(Protocol):
+    """Leave-one-sample-out, for small sets: one fold per sample (N trainings!).
+
+    Args:
+        val_size: Fraction of the remaining samples used for validation.
+        name: Protocol name.
+    """
+
+    def __init__(self, val_size: float = 0.15, name: str = "loo"):
+        self.val_size, self.name = val_size, name
+
+    def folds(self, manifest: pd.DataFrame, stratify: np.ndarray | None, seed: int) -> Iterator[Fold]:  # noqa: D102
+        n = len(manifest)
+        for i in range(n):
+            train = np.delete(np.arange(n), i)
+            fit, val = _validation_from_training(manifest, train, stratify, self.val_size, seed, None)
+            yield _fold(f"sample{i}", n, fit, val, np.array([i]))

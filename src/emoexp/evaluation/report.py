@@ -289,8 +289,8 @@ def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, n_bins: i
     import torch
     from torchmetrics.functional.classification import multiclass_calibration_error
 
-    probs_tensor = torch.as_tensor(np.asarray(probs), dtype=torch.float64)
-    targets_tensor = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+    probs_tensor = torch.tensor(np.asarray(probs), dtype=torch.float64)
+    targets_tensor = torch.tensor(np.asarray(targets), dtype=torch.long)
     return float(
         multiclass_calibration_error(
             probs_tensor, targets_tensor, num_classes=probs_tensor.shape[1], n_bins=n_bins, norm="l1"
@@ -326,18 +326,28 @@ def reliability_diagram(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15
 
     figure = Figure(figsize=(5.5, 6.5), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    top.bar(centres[filled], accuracy[filled], width=width, edgecolor="black", label="accuracy")
+    top.bar(
+        centres[filled],
+        accuracy[filled],
+        width=width,
+        color="tab:blue",
+        alpha=0.75,
+        edgecolor="black",
+        label="accuracy",
+    )
+    # The gap is hatched rather than filled so it stays visible over the accuracy bar when
+    # the model is under-confident (confidence below accuracy).
     top.bar(
         centres[filled],
         (mean_confidence - accuracy)[filled],
         bottom=accuracy[filled],
         width=width,
-        color="tab:red",
-        alpha=0.3,
+        facecolor="none",
         edgecolor="tab:red",
-        label="gap to confidence",
+        hatch="//",
+        label="gap to mean confidence",
     )
-    top.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    top.plot([0, 1], [0, 1], linestyle="--", color="black", zorder=3, label="perfect calibration")
     top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
     top.legend(loc="upper left")
     ece = expected_calibration_error(probs, targets, n_bins=n_bins)
@@ -356,7 +366,8 @@ def regression_report_frame(preds: pd.DataFrame, dims: Sequence[str] | None = No
             missing value in a dimension are left out of that dimension.
 
     Returns:
-        A frame indexed by dimension name, then ``"mean"``, with columns ``ccc``,
+        A frame indexed by dimension name, then ``"mean"`` (the unweighted mean over
+        dimensions, with the smallest per-dimension ``n``), with columns ``ccc``,
         ``pearson``, ``mae``, ``rmse`` and ``n``.
     """
     from scipy.stats import pearsonr

@@ -8,7 +8,7 @@ callbacks, tuner, reports) asks the scheme instead of deciding for itself.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -82,6 +82,13 @@ class LabelScheme:
         """Labels to stratify splits on (``None`` when the scheme has no categories)."""
         return None
 
+    def resolve_class_weights(self, train: pd.DataFrame) -> LabelScheme:
+        """Return the scheme with data-dependent loss weights computed from the *training* samples.
+
+        Only ``class_weights="balanced"`` depends on the data; every other scheme returns itself.
+        """
+        return self
+
     def loss(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
         """Training loss of head outputs against the scheme's targets."""
         raise NotImplementedError
@@ -118,7 +125,9 @@ class CategoricalScheme(LabelScheme):
         mode: Its direction.
         target: ``"hard"`` (the consensus label) or ``"soft"`` (the annotators' label
             distribution, where annotations are known).
-        class_weights: Per-class loss weights (e.g. inverse frequency), or ``None``.
+        class_weights: Per-class loss weights in class order, ``"balanced"`` (inverse class
+            frequency of the training split, resolved per fold by
+            :meth:`resolve_class_weights`), or ``None``.
     """
 
     classes: Sequence[str] = ()
@@ -127,7 +136,7 @@ class CategoricalScheme(LabelScheme):
     monitor: str = "val/uar"
     mode: Literal["max", "min"] = "max"
     target: Literal["hard", "soft"] = "hard"
-    class_weights: Sequence[float] | None = None
+    class_weights: Sequence[float] | Literal["balanced"] | None = None
 
     def __post_init__(self) -> None:
         self.kind = "categorical"
@@ -145,6 +154,19 @@ class CategoricalScheme(LabelScheme):
             raise LabelSchemeError(f"label_scheme.unmapped must be 'error' or 'drop', got {self.unmapped!r}.")
         if self.target not in ("hard", "soft"):
             raise LabelSchemeError(f"label_scheme.target must be 'hard' or 'soft', got {self.target!r}.")
+        if isinstance(self.class_weights, str):
+            if self.class_weights != "balanced":
+                raise LabelSchemeError(
+                    f"label_scheme.class_weights must be a list of {len(self.classes)} weights, 'balanced' "
+                    f"or null, got {self.class_weights!r}."
+                )
+        elif self.class_weights is not None:
+            self.class_weights = tuple(float(w) for w in self.class_weights)
+            if len(self.class_weights) != len(self.classes) or min(self.class_weights) < 0:
+                raise LabelSchemeError(
+                    f"label_scheme.class_weights needs {len(self.classes)} non-negative weights (one per "
+                    f"class of {list(self.classes)}), got {list(self.class_weights)}."
+                )
         self.check_monitor()
 
     @property
@@ -224,11 +246,43 @@ class CategoricalScheme(LabelScheme):
     def stratify_labels(self, manifest: pd.DataFrame) -> np.ndarray | None:  # noqa: D102
         return manifest[schema.EMOTION].to_numpy()
 
+    def resolve_class_weights(self, train: pd.DataFrame) -> CategoricalScheme:
+        """Resolve ``class_weights="balanced"`` to ``n_train / (n_present_classes * count_c)``.
+
+        Uses scikit-learn's ``compute_class_weight`` on the training samples' labels only (the
+        validation and test splits never shape the loss). A class absent from the training
+        split gets the largest weight of the present ones (it can still carry soft-target mass).
+
+        Args:
+            train: Prepared training samples of one fold.
+
+        Returns:
+            A copy of the scheme with explicit weights, or the scheme itself when its weights
+            are not ``"balanced"``.
+        """
+        if self.class_weights != "balanced":
+            return self
+        from sklearn.utils.class_weight import compute_class_weight
+
+        labels = train[schema.EMOTION].to_numpy(dtype=object)
+        present = [c for c in self.classes if c in set(labels)]
+        if not present:
+            raise LabelSchemeError("class_weights='balanced' needs labelled training samples.")
+        weights = compute_class_weight("balanced", classes=np.asarray(present, dtype=object), y=labels)
+        computed = dict(zip(present, weights, strict=True))
+        fallback = max(computed.values())
+        return replace(self, class_weights=tuple(float(computed.get(c, fallback)) for c in self.classes))
+
     def loss(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:  # noqa: D102
         import torch
         import torch.nn.functional as F  # noqa: N812
 
         weight = None
+        if self.class_weights == "balanced":
+            raise LabelSchemeError(
+                "class_weights='balanced' is resolved per fold from the training split: call "
+                "scheme.resolve_class_weights(train_samples) before training (the runner does)."
+            )
         if self.class_weights is not None:
             weight = torch.as_tensor(self.class_weights, dtype=outputs.dtype, device=outputs.device)
         target = targets["soft"] if "soft" in targets else targets["label"]
@@ -410,6 +464,10 @@ class MultiTaskScheme(LabelScheme):
 
     def stratify_labels(self, manifest: pd.DataFrame) -> np.ndarray | None:  # noqa: D102
         return self.categorical.stratify_labels(manifest)
+
+    def resolve_class_weights(self, train: pd.DataFrame) -> MultiTaskScheme:  # noqa: D102
+        categorical = self.categorical.resolve_class_weights(train)
+        return self if categorical is self.categorical else replace(self, categorical=categorical)
 
     def _split(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = self.categorical.num_outputs

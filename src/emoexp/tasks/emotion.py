@@ -47,7 +47,8 @@ class EmotionTask(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.l1 = l1
         self.metrics = nn.ModuleDict(
-            {stage: nn.ModuleList(scheme.metrics(prefix=f"{stage}/")) for stage in ("train", "val", "test")}
+            # ModuleDict keys may not shadow nn.Module attributes such as ``train``.
+            {f"{stage}_": nn.ModuleList(scheme.metrics(prefix=f"{stage}/")) for stage in ("train", "val", "test")}
         )
         self.best = MaxMetric() if scheme.mode == "max" else MinMetric()
 
@@ -58,7 +59,7 @@ class EmotionTask(pl.LightningModule):
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         outputs = self(**batch["inputs"])
         loss = self.scheme.loss(outputs, batch["targets"])
-        self.scheme.update_metrics(self.metrics[stage], outputs.detach(), batch["targets"])
+        self.scheme.update_metrics(self.metrics[f"{stage}_"], outputs.detach(), batch["targets"])
         batch_size = outputs.shape[0]
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=batch_size)
         return loss
@@ -81,7 +82,7 @@ class EmotionTask(pl.LightningModule):
 
     def _log_metrics(self, stage: str) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = {}
-        for collection in self.metrics[stage]:
+        for collection in self.metrics[f"{stage}_"]:
             values.update(collection.compute())
             collection.reset()
         self.log_dict(values, prog_bar=False)

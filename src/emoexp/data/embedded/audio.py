@@ -15,6 +15,7 @@ than a random one, as on real emotional speech corpora.
 from __future__ import annotations
 
 import functools
+import io
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,31 +228,38 @@ def _style(profile: VocalProfile, speaker: str, emotion: str, seed: int) -> Voca
     )
 
 
-@functools.lru_cache(maxsize=64)
-def _resonators(formants: tuple[float, ...], sample_rate: int) -> np.ndarray:
-    """Cascade of two-pole resonators with unit gain at DC, as second-order sections."""
-    sections = []
+def _resonators(formants: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cascade of two-pole resonators with unit gain at DC, as one ``(b, a)`` filter.
+
+    One high-order direct-form filter is exact enough here (float64, four formants) and
+    costs half as much per call as second-order sections, which matters at ~15 calls a clip.
+    """
+    gain, denominator = 1.0, np.ones(1)
     for freq, bandwidth in zip(formants, _BANDWIDTHS, strict=True):
         if freq >= 0.48 * sample_rate:
             continue
         radius = np.exp(-np.pi * bandwidth / sample_rate)
         a1, a2 = -2 * radius * np.cos(2 * np.pi * freq / sample_rate), radius**2
-        sections.append([1 + a1 + a2, 0.0, 0.0, 1.0, a1, a2])
-    return np.array(sections)
+        gain *= 1 + a1 + a2
+        denominator = np.convolve(denominator, [1.0, a1, a2])
+    return np.array([gain]), denominator
 
 
 @functools.lru_cache(maxsize=16)
-def _noise_filter(kind: str, sample_rate: int) -> np.ndarray:
+def _noise_filter(kind: str, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     from scipy import signal
 
     low, high = _NOISE_BANDS[kind]
     high = min(high, 0.95 * sample_rate / 2)
-    return signal.butter(2, [low, high], btype="bandpass", fs=sample_rate, output="sos")
+    return signal.butter(2, [low, high], btype="bandpass", fs=sample_rate)
 
 
 def _white(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Unit-variance white noise; uniform rather than Gaussian because it is 5x cheaper to draw
-    and the ear (and an MFCC front end) cannot tell the two apart."""
+    """Unit-variance white noise.
+
+    Uniform rather than Gaussian because it is several times cheaper to draw, and neither
+    the ear nor an MFCC front end can tell the two apart.
+    """
     return (rng.random(n, dtype=np.float32) - 0.5) * np.float32(np.sqrt(12.0))
 
 
@@ -416,13 +424,13 @@ def _vocal_tract(
     for index, (a, b, phone) in enumerate(plan.phones):
         lo, hi = max(0, a - margin), min(plan.n, b + margin)
         formants = np.array(_PHONE_FORMANTS[phone]) * spk.phone_scale[phone] * formant_scale
-        sos = _resonators(tuple(np.round(formants)), sample_rate)
+        b_tract, a_tract = _resonators(formants, sample_rate)
         weight = _ramp((owner[lo:hi] == index).astype(np.float32), margin)
-        speech[lo:hi] += weight * signal.sosfilt(sos, source[lo:hi])
-    noise_scale = 3.0 * np.sqrt(np.mean(speech[plan.voiced_gain > 0] ** 2))
+        speech[lo:hi] += weight * signal.lfilter(b_tract, a_tract, source[lo:hi])
+    noise_scale = np.sqrt(np.mean(speech[plan.voiced_gain > 0] ** 2))
     for a, b, kind in plan.noises:
         lo, hi = max(0, a - margin // 4), min(plan.n, b + margin // 4)
-        band = signal.sosfilt(_noise_filter(kind, sample_rate), _white(rng, hi - lo))
+        band = signal.lfilter(*_noise_filter(kind, sample_rate), _white(rng, hi - lo))
         gain = _ramp(plan.noise_gain[lo:hi], int(0.004 * sample_rate))
         speech[lo:hi] += noise_scale * gain * band
     return speech
@@ -457,7 +465,7 @@ def synthesize(
     profile = _style(vocal_profile(emotion), speaker, emotion, seed)
     rng = _rng(seed, "utterance", utterance_key)
     # How far the voice moves towards the profile: intensity, times the speaker's habit.
-    s = float(np.clip(intensity, 0.0, 1.0)) * spk.expressiveness
+    s = (0.3 + 0.7 * float(np.clip(intensity, 0.0, 1.0))) * spk.expressiveness
     rate = _BASE_RATE * spk.rate * profile.rate**s * float(np.exp(0.07 * rng.standard_normal()))
 
     plan = _plan(rate, sample_rate, rng)
@@ -508,6 +516,10 @@ def render_audio(latents: pd.DataFrame, out_dir: Path, sample_rate: int = 16000,
     ):
         wave = synthesize(emotion, float(strength), str(speaker), sex, sample_rate, seed, str(sample_id))
         path = out_dir / f"{sample_id}.wav"
-        sf.write(path, wave, sample_rate, subtype="PCM_16")
+        # Encoding in memory and writing the bytes at once is twice as fast as letting
+        # libsndfile write (and seek in) the file itself.
+        buffer = io.BytesIO()
+        sf.write(buffer, wave, sample_rate, subtype="PCM_16", format="WAV")
+        path.write_bytes(buffer.getvalue())
         paths.append(str(path))
     return paths

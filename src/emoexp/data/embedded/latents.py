@@ -70,15 +70,15 @@ def _balanced_design(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Assign classes and speakers so that both are balanced and crossed.
 
-    Sample ``i`` gets class ``i mod n_classes`` and speaker ``(i // n_classes) mod
-    n_speakers``, so every class has (nearly) the same count and every speaker says
-    every class (nearly) equally often; the rows are then shuffled.
+    Sample ``i`` gets class ``i mod n_classes``, and the samples of each class go round
+    the speakers, so class counts differ by at most one and every speaker says every class
+    about equally often. Each class starts its round at a different speaker, spread evenly,
+    so that the remainders do not pile up on the first speakers. The rows are then shuffled.
     """
     index = np.arange(n_samples)
     class_index = index % n_classes
-    speaker_index = (index // n_classes) % n_speakers
-    # Rotate the speaker order per class so a remainder does not always favour speaker 0.
-    speaker_index = (speaker_index + class_index) % n_speakers
+    start = np.round(class_index * n_speakers / n_classes).astype(int)
+    speaker_index = (index // n_classes + start) % n_speakers
     order = rng.permutation(n_samples)
     return class_index[order], speaker_index[order]
 

@@ -1,0 +1,372 @@
+"""Text corpora as CSV / TSV / JSON Lines files with configurable columns.
+
+Layouts::
+
+    root = one file: corpus.csv | corpus.tsv | corpus.jsonl | corpus.json
+    root = a folder of split files: train.csv, val.csv (or validation/dev), test.csv  -> official_split
+
+Labels are single (``label_column`` holds one name or integer id) or multiple (``multilabel``:
+a JSON list, or a string split at ``label_separator``, e.g. GoEmotions' ``"2,15"``). Integer ids
+are named through ``label_names``. Native names are kept in ``labels`` (multi-label) and mapped
+onto canonical emotions for ``emotion`` through ``mapping``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emoexp.data import schema
+from emoexp.data.adapters.base import (
+    CANONICAL_EMOTIONS,
+    SPLIT_NAMES,
+    CorpusError,
+    OnError,
+    Problems,
+    read_text,
+    require_root,
+)
+
+FORMATS: dict[str, str] = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+}
+_FIX_ROW = "Fix or delete the row"
+
+
+@dataclass
+class TextColumns:
+    """Which columns hold what, and how native labels become canonical emotions.
+
+    Args:
+        corpus: Corpus name for the manifest and messages.
+        text_column: Column with the text.
+        label_column: Column with the label (name or integer id), or the labels (multi-label).
+        speaker_column: Column with the author/speaker id; without it each sample is its own speaker.
+        split_column: Column with the official split (values through ``split_names``).
+        id_column: Column with a unique sample id; without it ids are ``<file>-<row>``.
+        group_columns: Columns copied as ``group_<column>`` (e.g. ``gender``, ``dialect``).
+        mapping: Native label -> canonical emotion (``None`` drops the sample in single-label data).
+        label_names: The corpus vocabulary in id order (names integer labels; any other label is
+            an error). Without it the vocabulary is the keys of ``mapping`` plus the canonical names.
+        multilabel: Samples carry a list of labels (kept natively in ``labels``; ``emotion`` is
+            set when they all map onto one canonical emotion).
+        label_separator: Separator of multiple labels in a string cell (e.g. ``","``).
+        split_names: Split value -> ``train``/``val``/``test`` (``None`` drops those samples).
+    """
+
+    corpus: str
+    text_column: str = "text"
+    label_column: str = "label"
+    speaker_column: str | None = None
+    split_column: str | None = None
+    id_column: str | None = None
+    group_columns: Sequence[str] = ()
+    mapping: Mapping[str, str | None] = field(default_factory=dict)
+    label_names: Sequence[str] | None = None
+    multilabel: bool = False
+    label_separator: str | None = None
+    split_names: Mapping[str, str | None] = field(default_factory=lambda: dict(SPLIT_NAMES))
+
+    def __post_init__(self) -> None:
+        self.mapping = dict(self.mapping or {})
+        bad = {k: v for k, v in self.mapping.items() if v is not None and v not in CANONICAL_EMOTIONS}
+        if bad:
+            raise CorpusError(
+                f"{self.corpus}: data.corpus.mapping maps onto non-canonical emotion(s) {bad}; "
+                f"use one of {sorted(CANONICAL_EMOTIONS)} or null."
+            )
+        self.label_names = None if self.label_names is None else [str(n) for n in self.label_names]
+        self.split_names = {str(k).lower(): v for k, v in dict(self.split_names).items()}
+
+    @property
+    def vocabulary(self) -> set[str]:
+        """Native labels the corpus may use."""
+        if self.label_names is not None:
+            return set(self.label_names)
+        return set(self.mapping) | CANONICAL_EMOTIONS
+
+    def check_columns(self, frame: pd.DataFrame, source: str) -> None:
+        """Raise if a configured column is absent from ``frame``."""
+        wanted = [self.text_column, self.label_column, self.speaker_column, self.split_column, self.id_column]
+        missing = [c for c in [*wanted, *self.group_columns] if c is not None and c not in frame.columns]
+        if missing:
+            raise CorpusError(
+                f"{self.corpus}: {source} has no column(s) {missing}; its columns are {list(frame.columns)}. "
+                "Set data.corpus.text_column / label_column / ... to the right names."
+            )
+
+    def _name(self, item: Any) -> str:
+        """Turn one label cell item (name or integer id) into a native name (may be out of vocabulary)."""
+        if isinstance(item, float) and item.is_integer():
+            item = int(item)
+        text = str(item).strip()
+        if self.label_names is not None and (isinstance(item, int | np.integer) or text.isdigit()):
+            index = int(text)
+            return self.label_names[index] if 0 <= index < len(self.label_names) else f"<id {index}>"
+        return text
+
+    def native_labels(self, value: Any) -> list[str]:
+        """Native label names in one label cell."""
+        if isinstance(value, list | tuple | np.ndarray):
+            items = list(value)
+        elif value is None or (isinstance(value, float) and math.isnan(value)):
+            items = []
+        elif isinstance(value, str) and self.multilabel and self.label_separator:
+            items = [v for v in value.split(self.label_separator) if v.strip()]
+        else:
+            items = [value]
+        return [self._name(i) for i in items if str(i).strip()]
+
+    def emotion_of(self, names: list[str]) -> str | None:
+        """The one canonical emotion ``names`` map onto, else ``None``."""
+        mapped = {self.mapping.get(n, n) for n in names} - {None}
+        return mapped.pop() if len(mapped) == 1 and mapped <= CANONICAL_EMOTIONS else None
+
+    def rows(
+        self,
+        frame: pd.DataFrame,
+        where: Callable[[int], str],
+        problems: Problems,
+        id_prefix: str,
+        split: str | None = None,
+    ) -> list[dict]:
+        """Convert a table to manifest rows, reporting bad rows.
+
+        Args:
+            frame: The table, one row per sample.
+            where: Row position -> location for messages (file and row/line).
+            problems: The bad-input collector.
+            id_prefix: Prefix of generated sample ids.
+            split: ``official_split`` of every row (a split file), unless ``split_column`` is set.
+        """
+        out = []
+        vocabulary = self.vocabulary
+        for position, record in enumerate(frame.to_dict("records")):
+            names = self.native_labels(record[self.label_column])
+            unknown = [n for n in names if n not in vocabulary]
+            text = record[self.text_column]
+            if not isinstance(text, str) or not text.strip():
+                problems(where(position), f"has an empty or missing text ({text!r})", _FIX_ROW)
+                continue
+            if not names or (len(names) > 1 and not self.multilabel):
+                problems(where(position), f"has {len(names)} labels ({names}); expected one", _FIX_ROW)
+                continue
+            if unknown:
+                problems(
+                    where(position),
+                    f"label(s) {unknown} are outside the corpus vocabulary {sorted(vocabulary)}",
+                    "Add them to data.corpus.mapping / data.corpus.label_names, or fix the row",
+                )
+                continue
+            emotion = self.emotion_of(names)
+            if not self.multilabel:
+                target = self.mapping.get(names[0], names[0])
+                if target is None:
+                    continue
+                if emotion is None:
+                    problems(
+                        where(position),
+                        f"label {names[0]!r} has no canonical emotion",
+                        f"Map it with '+data.corpus.mapping.{names[0]}=<emotion>' "
+                        f"(one of {sorted(CANONICAL_EMOTIONS)}) or drop it with '=null'",
+                    )
+                    continue
+            part = split
+            if self.split_column is not None:
+                value = str(record[self.split_column]).strip().lower()
+                if value not in self.split_names:
+                    problems(
+                        where(position),
+                        f"split {record[self.split_column]!r} is not one of {sorted(self.split_names)}",
+                        f"Map it with '+data.corpus.split_names.{value}=train|val|test|null'",
+                    )
+                    continue
+                part = self.split_names[value]
+                if part is None:
+                    continue
+            sample_id = str(record[self.id_column]) if self.id_column else f"{id_prefix}{position}"
+            speaker = record[self.speaker_column] if self.speaker_column else None
+            row = {
+                schema.ID: sample_id,
+                schema.CORPUS: self.corpus,
+                schema.TEXT: text,
+                schema.EMOTION: emotion,
+                schema.SPEAKER: sample_id if speaker is None or pd.isna(speaker) else str(speaker),
+                schema.OFFICIAL_SPLIT: part,
+            }
+            if self.multilabel:
+                row[schema.LABELS] = list(dict.fromkeys(names))
+            row.update({f"{schema.GROUP_PREFIX}{c}": record[c] for c in self.group_columns})
+            out.append(row)
+        return out
+
+
+def _format_of(path: Path, fmt: str | None, read_kwargs: Mapping[str, Any]) -> str:
+    if fmt is not None:
+        if fmt not in set(FORMATS.values()):
+            raise CorpusError(f"data.corpus.format={fmt!r} is not one of {sorted(set(FORMATS.values()))}.")
+        return fmt
+    if path.suffix.lower() in FORMATS:
+        return FORMATS[path.suffix.lower()]
+    if "sep" in read_kwargs:
+        return "csv"
+    raise CorpusError(
+        f"cannot tell the format of {path} from its suffix; set data.corpus.format=csv|tsv|jsonl|json "
+        "(and data.corpus.read_kwargs.sep for other separators)."
+    )
+
+
+def read_table(
+    path: Path,
+    fmt: str,
+    problems: Problems,
+    encoding: str = "utf-8",
+    read_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Read one CSV/TSV/JSONL/JSON file, reporting undecodable and malformed lines.
+
+    Returns:
+        The table and, per row, its location for messages (``file row N`` / ``file line N``).
+    """
+    text = read_text(path, problems, encoding)
+    if fmt in ("csv", "tsv"):
+        kwargs = {"sep": "\t" if fmt == "tsv" else ",", "dtype": str, **(read_kwargs or {})}
+        if problems.on_error == "skip":
+            kwargs.update(
+                engine="python",
+                on_bad_lines=lambda fields: problems(
+                    path, f"malformed line with {len(fields)} fields ({fields[:3]}...)", _FIX_ROW
+                ),
+            )
+        try:
+            frame = pd.read_csv(io.StringIO(text), **kwargs)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+            raise CorpusError(
+                f"{problems.corpus}: {path}: cannot be parsed as {fmt.upper()} ({error})."
+            ) from error
+        return frame, [f"{path} row {i + 1}" for i in range(len(frame))]
+    if fmt == "json" and text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CorpusError(f"{problems.corpus}: {path}: invalid JSON ({error}).") from error
+        return pd.DataFrame(records), [f"{path} record {i + 1}" for i in range(len(records))]
+    records, where = [], []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems(f"{path} line {number}", f"is not valid JSON ({error.msg})", _FIX_ROW)
+            continue
+        if not isinstance(record, dict):
+            problems(f"{path} line {number}", "is not a JSON object", _FIX_ROW)
+            continue
+        records.append(record)
+        where.append(f"{path} line {number}")
+    return pd.DataFrame(records), where
+
+
+def _split_files(base: Path) -> list[tuple[Path, str]]:
+    files = [p for p in sorted(base.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    found = [(p, SPLIT_NAMES[p.stem.lower()]) for p in files if p.stem.lower() in SPLIT_NAMES]
+    if not found:
+        raise CorpusError(
+            f"data.root={base} is a folder without split files (train.*, val.*/validation.*/dev.*, test.*); "
+            f"it holds {[p.name for p in files][:10]}. Point data.root at the data file instead."
+        )
+    return found
+
+
+def load_text_table(
+    root: str | Path,
+    text_column: str = "text",
+    label_column: str = "label",
+    speaker_column: str | None = None,
+    split_column: str | None = None,
+    id_column: str | None = None,
+    group_columns: Sequence[str] = (),
+    mapping: Mapping[str, str | None] | None = None,
+    label_names: Sequence[str] | None = None,
+    multilabel: bool = False,
+    label_separator: str | None = None,
+    split_names: Mapping[str, str | None] | None = None,
+    format: str | None = None,
+    read_kwargs: Mapping[str, Any] | None = None,
+    encoding: str = "utf-8",
+    corpus: str = "text_table",
+    on_error: OnError = "raise",
+) -> pd.DataFrame:
+    """Load a text corpus from a CSV/TSV/JSONL/JSON file or a folder of split files.
+
+    Args:
+        root: A data file, or a folder holding ``train.*``, ``val.*`` (or ``validation``/``dev``)
+            and ``test.*`` files, whose names give ``official_split``.
+        text_column: See :class:`TextColumns` for this and the following column options.
+        label_column: Label column.
+        speaker_column: Speaker/author column.
+        split_column: Official split column.
+        id_column: Sample id column.
+        group_columns: Group attribute columns.
+        mapping: Native label -> canonical emotion.
+        label_names: Vocabulary in id order.
+        multilabel: Multi-label samples.
+        label_separator: Separator of labels in a string cell.
+        split_names: Split value -> train/val/test.
+        format: ``csv``, ``tsv``, ``jsonl`` or ``json``; by default from the file suffix.
+        read_kwargs: Extra ``pandas.read_csv`` arguments, e.g.
+            ``{sep: ";", header: null, names: [text, label]}``.
+        encoding: Text encoding of the files.
+        corpus: Corpus name written to the manifest.
+        on_error: ``"raise"`` on the first bad row, or ``"skip"`` and list it.
+
+    Returns:
+        A manifest of texts with ``emotion`` (and ``labels`` when multi-label), ``speaker``,
+        ``official_split`` and ``group_*`` columns as configured.
+
+    Raises:
+        CorpusError: On a missing root or column, or (``on_error="raise"``) a bad row.
+    """
+    layout = "a CSV/TSV/JSONL/JSON file, or a folder of train/val/test files"
+    base = require_root(root, corpus, layout)
+    problems = Problems(corpus, on_error, layout)
+    spec = TextColumns(
+        corpus,
+        text_column,
+        label_column,
+        speaker_column,
+        split_column,
+        id_column,
+        tuple(group_columns),
+        mapping or {},
+        label_names,
+        multilabel,
+        label_separator,
+        split_names or dict(SPLIT_NAMES),
+    )
+    files = _split_files(base) if base.is_dir() else [(base, None)]
+    rows = []
+    for path, split in files:
+        frame, where = read_table(
+            path, _format_of(path, format, read_kwargs or {}), problems, encoding, read_kwargs
+        )
+        if frame.empty:
+            problems(path, "holds no rows", "Check the file and data.corpus.read_kwargs")
+            continue
+        spec.check_columns(frame, str(path))
+        prefix = f"{path.stem}-" if len(files) > 1 or split else f"{corpus}-"
+        rows += spec.rows(frame, where.__getitem__, problems, prefix, split)
+    return problems.finish(rows, root)
