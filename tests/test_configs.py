@@ -114,14 +114,12 @@ def test_unknown_option_and_key_are_hydra_errors_listing_choices(compose):
 
 
 def test_monitor_must_be_a_validation_metric_of_the_scheme(compose):
-    from hydra.utils import instantiate
+    from emoexp.labels.schemes import CategoricalScheme, DimensionalScheme, LabelSchemeError
 
-    from emoexp.labels.schemes import LabelSchemeError
+    def kwargs(cfg):
+        return {k: v for k, v in OmegaConf.to_container(cfg.label_scheme).items() if k != "_target_"}
 
-    cfg = compose(["label_scheme.monitor=test/uar"])
-    node = {k: v for k, v in OmegaConf.to_container(cfg.label_scheme).items()}
     with pytest.raises(LabelSchemeError, match="test split is locked"):
-        instantiate(node)
-    cfg = compose(["label_scheme=valence_arousal", "label_scheme.monitor=val/uar"])
+        CategoricalScheme(**kwargs(compose(["label_scheme.monitor=test/uar"])))
     with pytest.raises(LabelSchemeError, match="val/ccc"):
-        instantiate(OmegaConf.to_container(cfg.label_scheme))
+        DimensionalScheme(**kwargs(compose(["label_scheme=valence_arousal", "label_scheme.monitor=val/uar"])))

@@ -61,6 +61,10 @@ def log_reports(client: Any, run_id: str, scheme: Any, predictions: pd.DataFrame
     from emoexp.evaluation import report
 
     test = predictions[predictions["split"] == TEST]
+    if hasattr(scheme, "report_frames"):  # schemes with their own reports (multi-label)
+        for name, frame in scheme.report_frames(test).items():
+            _log_frame(client, run_id, frame, name, "reports")
+        return
     groups = [c for c in predictions.columns if c.startswith(schema.GROUP_PREFIX)]
     classes = list(getattr(scheme, "classes", ()) or [])
     if classes and "target" in test.columns:
@@ -86,8 +90,13 @@ def fit_fold(
     run_id: str,
     tracking_uri: str,
     output_dir: Path,
+    resume: bool = False,
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """Train on one fold, test the best checkpoint, log everything to ``run_id``.
+
+    Args:
+        resume: Continue an interrupted training of this fold from ``<output_dir>/checkpoints/last.ckpt``
+            (when it exists) into ``run_id`` without logging any metric step twice.
 
     Returns:
         Final metrics (``val/<monitor>_best``, ``test/*``) and the per-sample predictions.
@@ -95,9 +104,12 @@ def fit_fold(
     import hydra
     import lightning.pytorch as pl
     import torch
-    from lightning.pytorch.loggers import MLFlowLogger
 
+    from emoexp import distributed
     from emoexp.data.datamodule import EmotionDataModule
+    from emoexp.interruption import LAST_CHECKPOINT
+    from emoexp.tasks.guard import TrainingGuard
+    from emoexp.tracking.resume import NoReplayMLFlowLogger
     from emoexp.evaluation.dataset_report import dataset_reports
     from emoexp.tasks.emotion import EmotionTask
     from emoexp.train import _instantiate
@@ -117,6 +129,7 @@ def fit_fold(
         sampler=cfg.datamodule.sampler,
         cache_dir=cfg.paths.cache_dir,
         use_cache=cfg.datamodule.use_cache,
+        persistent_workers=cfg.datamodule.get("persistent_workers", True),
     )
     datamodule.setup()
     client.set_tag(run_id, "feature_cache", "hit" if datamodule.cache_hit else "miss")
@@ -134,20 +147,45 @@ def fit_fold(
         l1=cfg.regularization.l1,
     )
     client.log_metric(run_id, "model/parameters", float(sum(p.numel() for p in net.parameters())))
-    logger = MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id, experiment_name=cfg.tracking.experiment)
-    trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=_callbacks(cfg, output_dir), logger=logger, default_root_dir=str(output_dir)
+    logger = NoReplayMLFlowLogger(
+        tracking_uri=tracking_uri, run_id=run_id, experiment_name=cfg.tracking.experiment, resume=resume
     )
-    trainer.fit(task, datamodule=datamodule)
+    # The guard saves last.ckpt on SIGTERM/SIGINT and fails the run on a non-finite loss.
+    callbacks = [*_callbacks(cfg, output_dir), TrainingGuard(output_dir / "checkpoints")]
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(output_dir))
+    distributed.check_strategy(trainer)
+    last = output_dir / "checkpoints" / LAST_CHECKPOINT
+    resume_from = str(last) if resume and last.exists() else None
+    if resume:
+        log.info("Resuming %s from %s", run_id, resume_from or "the start (no last.ckpt)")
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     best = trainer.callback_metrics.get(scheme.best_metric)  # read before test() resets them
+    if best is None and resume_from and torch.isfinite(task.best.compute()):
+        best = task.best.compute()  # resumed after the last epoch: the best so far is in the checkpoint
     checkpoint = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     ckpt_path = checkpoint or None
-    test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
-    batches = trainer.predict(task, dataloaders=datamodule.predict_dataloader(), ckpt_path=ckpt_path)
+    # Hook: schemes that tune decisions (multi-label thresholds) fit them on validation predictions
+    # only, after training and before the test metrics are computed.
+    if hasattr(scheme, "tune_on_validation"):
+        val_batches = trainer.predict(
+            task, dataloaders=datamodule.val_dataloader(), ckpt_path=ckpt_path, weights_only=True
+        )
+        [(val_outputs, val_rows)] = distributed.gather_predictions([val_batches])
+        tuned = scheme.tune_on_validation(val_outputs, manifest.iloc[val_rows].reset_index(drop=True))
+        for name, value in tuned.items():
+            client.log_metric(run_id, name, value)
+    if not cfg.get("evaluate_test", True):
+        # Test lock (evaluate_test=false, tuning trials): validation only, no test pass or test predictions.
+        if checkpoint and cfg.tracking.log_checkpoint:
+            client.log_artifact(run_id, checkpoint, "checkpoints")
+        return ({scheme.best_metric: float(best)} if best is not None else {}), pd.DataFrame(columns=["split"])
+    test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)[0]
+    batches = trainer.predict(
+        task, dataloaders=datamodule.predict_dataloader(), ckpt_path=ckpt_path, weights_only=True
+    )
     frames = []
-    for part, part_batches in zip((VAL, TEST), batches, strict=True):
-        outputs = torch.cat([b["outputs"] for b in part_batches])
-        rows = torch.cat([b["rows"] for b in part_batches]).numpy()
+    # Under DDP each rank predicted a share: gather all ranks, each sample once.
+    for part, (outputs, rows) in zip((VAL, TEST), distributed.gather_predictions(batches), strict=True):
         frames.append(predictions_frame(scheme, outputs, rows, manifest, part))
     predictions = pd.concat(frames, ignore_index=True)
     _log_frame(client, run_id, predictions, "predictions.csv")
@@ -160,16 +198,22 @@ def fit_fold(
     return metrics, predictions
 
 
-def fit_and_evaluate(cfg: DictConfig, scheme: Any, client: Any, run_id: str, tracking_uri: str) -> dict[str, float]:
+def fit_and_evaluate(
+    cfg: DictConfig, scheme: Any, client: Any, run_id: str, tracking_uri: str, resume: bool = False
+) -> dict[str, float]:
     """Prepare the samples, split them by the protocol and fit every fold.
 
     A single-fold protocol logs into ``run_id``; a multi-fold protocol logs one child run
-    per fold and the mean/std/CI of each metric on the parent.
+    per fold and the mean/std/CI of each metric on the parent. ``resume`` continues an
+    interrupted ``run_id`` (see :func:`fit_fold`).
     """
     from emoexp.labels.aggregation import agreement
     from emoexp.train import _instantiate, prepare_samples
 
     manifest = prepare_samples(cfg, scheme)
+    if manifest.attrs.get("skipped"):  # bad corpus files an adapter skipped (on_error=skip)
+        _log_frame(client, run_id, pd.DataFrame(manifest.attrs["skipped"]), "skipped_files.csv", "reports")
+        client.log_metric(run_id, "data/skipped_files", float(len(manifest.attrs["skipped"])))
     protocol = _instantiate(cfg.protocol)
     folds = list(protocol.folds(manifest, scheme.stratify_labels(manifest), cfg.seed))
     output_dir = Path(cfg.paths.output_dir)
@@ -180,9 +224,9 @@ def fit_and_evaluate(cfg: DictConfig, scheme: Any, client: Any, run_id: str, tra
         if np.isfinite(value):
             client.log_metric(run_id, f"data/{name}", value)
     if len(folds) == 1:
-        metrics, _ = fit_fold(cfg, scheme, manifest, folds[0], client, run_id, tracking_uri, output_dir)
+        metrics, _ = fit_fold(cfg, scheme, manifest, folds[0], client, run_id, tracking_uri, output_dir, resume)
         return metrics
-    return fit_cross_validated(cfg, scheme, manifest, folds, client, run_id, tracking_uri, output_dir)
+    return fit_cross_validated(cfg, scheme, manifest, folds, client, run_id, tracking_uri, output_dir, resume)
 
 
 def summarise_folds(per_fold: list[dict[str, float]]) -> dict[str, float]:
@@ -212,33 +256,48 @@ def fit_cross_validated(
     parent_id: str,
     tracking_uri: str,
     output_dir: Path,
+    resume: bool = False,
 ) -> dict[str, float]:
-    """One child run per fold under ``parent_id``; the parent gets the fold summary and OOF predictions."""
+    """One child run per fold under ``parent_id``; the parent gets the fold summary and OOF predictions.
+
+    With ``resume``, folds whose child run finished are read back, an interrupted fold continues
+    in its child run, and the remaining folds start as usual.
+    """
     import time
 
     import mlflow
 
+    from emoexp.tracking import resume as resuming
+
     parent = client.get_run(parent_id)
     per_fold, oof = [], []
     for fold in folds:
-        child = client.create_run(
-            parent.info.experiment_id,
-            run_name=f"{parent.info.run_name}-{fold.name}",
-            tags={
-                **{k: v for k, v in parent.data.tags.items() if not k.startswith("mlflow.")},
-                "mlflow.parentRunId": parent_id,
-                "fold": fold.name,
-                "data_fingerprint": fold.fingerprint(manifest),
-            },
-        )
-        child_id = child.info.run_id
+        previous = resuming.fold_run(client, parent, fold.name) if resume else None
+        if previous is not None and previous.info.status == "FINISHED":
+            metrics, predictions = resuming.finished_fold(client, previous, scheme.best_metric)
+            per_fold.append(metrics)
+            oof.append(predictions.assign(fold=fold.name))
+            continue
+        if previous is not None:
+            child_id = previous.info.run_id
+            resuming.mark_resumed(client, previous)
+        else:
+            child_id = client.create_run(
+                parent.info.experiment_id,
+                run_name=f"{parent.info.run_name}-{fold.name}",
+                tags={
+                    **{k: v for k, v in parent.data.tags.items() if not k.startswith("mlflow.") and k not in resuming.RUN_STATE_TAGS},
+                    "mlflow.parentRunId": parent_id,
+                    "fold": fold.name,
+                    "data_fingerprint": fold.fingerprint(manifest),
+                },
+            ).info.run_id
         try:
             metrics, predictions = fit_fold(
-                cfg, scheme, manifest, fold, client, child_id, tracking_uri, output_dir / fold.name
+                cfg, scheme, manifest, fold, client, child_id, tracking_uri, output_dir / fold.name, previous is not None
             )
         except BaseException as error:
-            client.set_tag(child_id, "error", f"{type(error).__name__}: {error}"[:5000])
-            client.set_terminated(child_id, "FAILED")
+            resuming.mark_stopped(client, child_id, error)
             raise
         client.set_terminated(child_id, "FINISHED")
         per_fold.append(metrics)
@@ -248,6 +307,8 @@ def fit_cross_validated(
     client.log_batch(parent_id, metrics=[mlflow.entities.Metric(k, v, int(time.time() * 1000), 0) for k, v in summary.items()])
     client.log_metric(parent_id, "folds", float(len(folds)))
     predictions = pd.concat(oof, ignore_index=True)
+    if not cfg.get("evaluate_test", True):  # test lock: no test predictions to report
+        return summary
     _log_frame(client, parent_id, predictions, "predictions.csv")
     _log_frame(client, parent_id, pd.DataFrame(per_fold).assign(fold=[f.name for f in folds]), "per_fold_metrics.csv", "reports")
     log_reports(client, parent_id, scheme, predictions)

@@ -70,7 +70,8 @@ class EmotionDataModule(pl.LightningDataModule):
         targets: Target arrays from the label scheme, one row per sample.
         batch_size: Samples per batch.
         num_workers: DataLoader worker processes (tensors are in memory: 0 is usually fastest).
-        pin_memory: Pin host memory for faster GPU transfer.
+        pin_memory: Pin host memory for faster GPU transfer; ``None``: when the trainer runs on a GPU.
+        persistent_workers: Keep worker processes between epochs (with ``num_workers > 0``).
         sampler: ``None`` or ``"balanced"`` (class-balanced sampling of training batches).
         cache_dir: Feature cache root.
         use_cache: Read/write the feature cache.
@@ -84,10 +85,11 @@ class EmotionDataModule(pl.LightningDataModule):
         targets: dict[str, np.ndarray],
         batch_size: int = 32,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         sampler: str | None = None,
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
+        persistent_workers: bool = True,
     ):
         super().__init__()
         self.manifest = manifest
@@ -97,6 +99,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
         self.sampler = sampler
         self.cache_dir = cache_dir
         self.use_cache = use_cache
@@ -125,14 +128,24 @@ class EmotionDataModule(pl.LightningDataModule):
             weights = 1.0 / torch.bincount(labels).clamp_min(1)[labels].double()
             sampler = torch.utils.data.WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
             shuffle = False
+        dataset = self.dataset(part)
+        if part != TRAIN and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Under DDP each rank evaluates a disjoint share, every sample exactly once (Lightning's
+            # default DistributedSampler pads with repeats, which would count them twice in the metrics).
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+        pin_memory = self.pin_memory
+        if pin_memory is None:
+            pin_memory = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return DataLoader(
-            self.dataset(part),
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            pin_memory=pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:  # noqa: D102

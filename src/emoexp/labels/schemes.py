@@ -357,10 +357,10 @@ class DimensionalScheme(LabelScheme):
         out = manifest.copy()
         if self.derive_from_category:
             for position, dim in enumerate((schema.VALENCE, schema.AROUSAL)):
+                out[dim] = out[dim].astype(float)
                 missing = out[dim].isna() & out[schema.EMOTION].notna()
-                out.loc[missing, dim] = out.loc[missing, schema.EMOTION].map(
-                    lambda e, p=position: circumplex(e)[p]
-                )
+                if missing.any():
+                    out.loc[missing, dim] = [circumplex(e)[position] for e in out.loc[missing, schema.EMOTION]]
         usable = out[list(self.dims)].notna().all(axis=1)
         out = out.loc[usable].reset_index(drop=True)
         if out.empty:

@@ -51,6 +51,8 @@ class EmotionTask(pl.LightningModule):
             {f"{stage}_": nn.ModuleList(scheme.metrics(prefix=f"{stage}/")) for stage in ("train", "val", "test")}
         )
         self.best = MaxMetric() if scheme.mode == "max" else MinMetric()
+        # In the checkpoint, so that a resumed run continues val/<monitor>_best instead of restarting it.
+        self.best.persistent(True)
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
         """Head outputs for a batch of model inputs."""
@@ -61,7 +63,11 @@ class EmotionTask(pl.LightningModule):
         loss = self.scheme.loss(outputs, batch["targets"])
         self.scheme.update_metrics(self.metrics[f"{stage}_"], outputs.detach(), batch["targets"])
         batch_size = outputs.shape[0]
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=batch_size)
+        # sync_dist: under DDP the epoch loss is the sample-weighted mean over all ranks (a no-op on one device).
+        self.log(
+            f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=batch_size,
+            sync_dist=True,
+        )
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:  # noqa: D102

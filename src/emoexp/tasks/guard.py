@@ -1,0 +1,96 @@
+"""The training guard: stop cleanly on SIGTERM/SIGINT with ``last.ckpt``; fail fast on a NaN loss.
+
+Lightning's own SIGTERM handling (a flag broadcast from rank 0) knows nothing of SIGINT or of the
+checkpoint to resume from; the guard replaces the handlers while training, and Lightning restores
+the ones it found (:func:`emoexp.interruption.stop_on_signals`) when ``fit`` ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from emoexp.interruption import LAST_CHECKPOINT, SIGNALS, NonFiniteLossError, TrainingInterrupted
+
+log = logging.getLogger(__name__)
+
+
+class TrainingGuard(pl.Callback):
+    """Save ``last.ckpt`` and stop on SIGTERM/SIGINT; fail on a non-finite training loss.
+
+    Both conditions are checked at the end of every training batch and agreed across DDP ranks
+    with one all-reduce (training batches are equal in number on every rank, so the collective
+    cannot deadlock), so all ranks save the checkpoint and raise at the same step. A second
+    signal while the first is pending stops at once, without a checkpoint.
+
+    Args:
+        dirpath: Folder of ``last.ckpt`` (the run's checkpoint folder, stable across resumes).
+        check_finite: Raise :class:`NonFiniteLossError` on a NaN/inf training loss.
+    """
+
+    def __init__(self, dirpath: str | Path, check_finite: bool = True):
+        super().__init__()
+        self.dirpath = str(dirpath)
+        self.check_finite = check_finite
+        self._signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def last_path(self) -> str:
+        """Where the checkpoint of an interrupted training goes."""
+        return str(Path(self.dirpath) / LAST_CHECKPOINT)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:  # noqa: D102
+        # Every rank must write to (and later resume from) rank 0's folder.
+        self.dirpath = trainer.strategy.broadcast(self.dirpath)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        # Runs after Lightning registered its SIGTERM handler; Lightning's teardown restores
+        # the handlers it found, so ours need no explicit removal on an exception.
+        self._signum = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {signum: signal.signal(signum, self._on_signal) for signum in SIGNALS}
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._signum is not None:
+            raise TrainingInterrupted(signum)
+        self._signum = signum
+        log.warning(
+            "Received %s: stopping after this batch and saving %s",
+            signal.Signals(signum).name,
+            self.last_path,
+        )
+
+    def on_train_batch_end(  # noqa: D102
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        non_finite = (
+            self.check_finite and isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all())
+        )
+        # The signal number (0: none) and the loss check, agreed across ranks in one collective.
+        flags = torch.tensor([float(self._signum or 0), float(non_finite)], device=pl_module.device)
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        signum, non_finite_anywhere = (int(v) for v in flags.tolist())
+        if non_finite_anywhere:
+            value = loss.item() if isinstance(loss, torch.Tensor) else loss
+            raise NonFiniteLossError(
+                f"The training loss is not finite (loss={value}; on this rank) at epoch "
+                f"{trainer.current_epoch}, step {trainer.global_step}. Lower optimizer.lr, keep "
+                "trainer.gradient_clip_val, or look for NaN inputs; checkpoints and metrics so far are kept."
+            )
+        if signum:
+            trainer.save_checkpoint(self.last_path)
+            raise TrainingInterrupted(signum, self.last_path)
