@@ -16,11 +16,14 @@ MODELS = group_options("model")
 SCHEMES = group_options("label_scheme")
 
 # Which models each modality supports: the contract the configs must keep.
+SKLEARN_MODELS = {"svm", "decision_tree", "random_forest", "logistic_regression"}
 EXPECTED = {
-    "audio": {"lstm", "cnn", "timm"},
-    "text": {"lstm", "transformer"},
-    "visual": {"cnn", "timm"},
+    "audio": {"lstm", "cnn", "timm", *SKLEARN_MODELS},
+    "text": {"lstm", "transformer", *SKLEARN_MODELS},
+    "visual": {"cnn", "timm", *SKLEARN_MODELS},
 }
+# Label schemes a scikit-learn model serves (classifier or regressor); the others are rejected.
+SKLEARN_SCHEMES = {"ekman6", "ekman7", "iemocap4", "valence_arousal"}
 
 
 def _targets(node: object, path: str = ""):
@@ -47,6 +50,22 @@ def _bind(path: str, node: dict, extra: dict | None = None) -> None:
             raise AssertionError(f"{path}: {node['_target_']} does not bind {sorted(kwargs)}: {error}") from error
 
 
+def _bind_sklearn_estimator(cfg: DictConfig, resolved: dict, scheme_name: str) -> None:
+    """A scikit-learn model binds the estimator its scheme selects, or rejects the scheme clearly."""
+    from emoexp.sklearn_runner import estimator_role
+    from emoexp.train import _instantiate
+
+    scheme = _instantiate(cfg.label_scheme)
+    if scheme_name not in SKLEARN_SCHEMES:
+        with pytest.raises(ConfigError, match="supports categorical schemes"):
+            estimator_role(cfg.model, scheme)
+        return
+    role = estimator_role(cfg.model, scheme)
+    _bind(f"model.estimator.{role}", resolved["model"]["estimator"][role])
+    for key in ("preprocessing", "search"):
+        assert key in resolved["model"], key
+
+
 @pytest.mark.parametrize(("modality", "model", "scheme"), list(itertools.product(MODALITIES, MODELS, SCHEMES)))
 def test_every_combination_composes_and_binds_or_is_rejected(compose, modality, model, scheme):
     cfg: DictConfig = compose([f"modality={modality}", f"model={model}", f"label_scheme={scheme}"])
@@ -56,12 +75,15 @@ def test_every_combination_composes_and_binds_or_is_rejected(compose, modality, 
         return
     validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    # Heads, input sizes and vocabularies come from the scheme and featurizer at run time.
-    runtime = {"num_outputs": 7, "input_size": 40, "vocab_size": 100, "in_chans": 1, "max_length": 48}
-    net_kwargs = {k: v for k, v in runtime.items() if k in inspect.signature(
-        getattr(importlib.import_module(resolved["model"]["net"]["_target_"].rpartition(".")[0]),
-                resolved["model"]["net"]["_target_"].rpartition(".")[2])).parameters}
-    _bind("model.net", resolved["model"]["net"], net_kwargs)
+    if resolved["model"].get("kind") == "sklearn":
+        _bind_sklearn_estimator(cfg, resolved, scheme)
+    else:
+        # Heads, input sizes and vocabularies come from the scheme and featurizer at run time.
+        runtime = {"num_outputs": 7, "input_size": 40, "vocab_size": 100, "in_chans": 1, "max_length": 48}
+        net_kwargs = {k: v for k, v in runtime.items() if k in inspect.signature(
+            getattr(importlib.import_module(resolved["model"]["net"]["_target_"].rpartition(".")[0]),
+                    resolved["model"]["net"]["_target_"].rpartition(".")[2])).parameters}
+        _bind("model.net", resolved["model"]["net"], net_kwargs)
     for key in ("label_scheme", "protocol"):
         node = resolved[key]
         for path, sub in _targets(node, key):

@@ -94,24 +94,31 @@ def fit_fold(
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """Train on one fold, test the best checkpoint, log everything to ``run_id``.
 
-    Args:
-        resume: Continue an interrupted training of this fold from ``<output_dir>/checkpoints/last.ckpt``
-            (when it exists) into ``run_id`` without logging any metric step twice.
+    With ``resume``, an interrupted training of this fold continues from
+    ``<output_dir>/checkpoints/last.ckpt`` (when it exists) without logging any metric step twice.
 
     Returns:
         Final metrics (``val/<monitor>_best``, ``test/*``) and the per-sample predictions.
     """
+    if cfg.model.get("kind") == "sklearn":
+        # Classical models (svm, random_forest, ...): fitted in seconds, so resume simply refits.
+        from emoexp.sklearn_runner import fit_fold_sklearn
+
+        return fit_fold_sklearn(cfg, scheme, manifest, fold, client, run_id, tracking_uri, output_dir)
     import hydra
     import lightning.pytorch as pl
     import torch
 
     from emoexp import distributed
     from emoexp.data.datamodule import EmotionDataModule
-    from emoexp.interruption import LAST_CHECKPOINT
-    from emoexp.tasks.guard import TrainingGuard
-    from emoexp.tracking.resume import NoReplayMLFlowLogger
     from emoexp.evaluation.dataset_report import dataset_reports
+    from emoexp.interruption import LAST_CHECKPOINT
+    from emoexp.features.pretrained import cached_backbone_features
+    from emoexp.tasks import transfer
     from emoexp.tasks.emotion import EmotionTask
+    from emoexp.tasks.guard import TrainingGuard
+    from emoexp.tracking.lineage import initialise_from
+    from emoexp.tracking.resume import NoReplayMLFlowLogger
     from emoexp.train import _instantiate
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -138,6 +145,19 @@ def fit_fold(
     for name, frame in dataset_reports(manifest, fold, scheme).items():
         _log_frame(client, run_id, frame, name, "reports")
     net = _instantiate(cfg.model.net, num_outputs=scheme.num_outputs, **featurizer.net_kwargs())
+    # Transfer learning (emoexp.tasks.transfer): start from init_from's weights, freeze/unfreeze the
+    # backbone, discriminative learning rates; a frozen backbone's outputs are computed once and cached.
+    strategy = transfer.build(cfg.get("transfer"))
+    if cfg.get("init_from"):
+        import mlflow
+
+        initialise_from(net, mlflow.MlflowClient(tracking_uri), cfg.init_from)
+    if strategy.caches_features(net):
+        device = "cuda" if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu" else "cpu"
+        datamodule.inputs, hit = cached_backbone_features(
+            net, datamodule.inputs, manifest, featurizer, cfg.paths.cache_dir, cfg.datamodule.use_cache, 32, device
+        )
+        client.set_tag(run_id, "backbone_feature_cache", "hit" if hit else "miss")
     scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     task = EmotionTask(
         net,
@@ -145,6 +165,7 @@ def fit_fold(
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=scheduler,
         l1=cfg.regularization.l1,
+        param_groups=strategy.param_groups if strategy.uses_backbone() else None,
     )
     client.log_metric(run_id, "model/parameters", float(sum(p.numel() for p in net.parameters())))
     logger = NoReplayMLFlowLogger(
@@ -152,7 +173,10 @@ def fit_fold(
     )
     # The guard saves last.ckpt on SIGTERM/SIGINT and fails the run on a non-finite loss.
     callbacks = [*_callbacks(cfg, output_dir), TrainingGuard(output_dir / "checkpoints")]
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(output_dir))
+    callbacks += [c for c in (strategy.callback(net),) if c is not None]
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(output_dir)
+    )
     distributed.check_strategy(trainer)
     last = output_dir / "checkpoints" / LAST_CHECKPOINT
     resume_from = str(last) if resume and last.exists() else None
@@ -179,7 +203,9 @@ def fit_fold(
         if checkpoint and cfg.tracking.log_checkpoint:
             client.log_artifact(run_id, checkpoint, "checkpoints")
         return ({scheme.best_metric: float(best)} if best is not None else {}), pd.DataFrame(columns=["split"])
-    test_metrics = trainer.test(task, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)[0]
+    test_metrics = trainer.test(
+        task, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True
+    )[0]
     batches = trainer.predict(
         task, dataloaders=datamodule.predict_dataloader(), ckpt_path=ckpt_path, weights_only=True
     )
@@ -195,6 +221,20 @@ def fit_fold(
     metrics = {k: float(v) for k, v in test_metrics.items()}
     if best is not None:
         metrics[scheme.best_metric] = float(best)
+    if hasattr(net, "modalities"):
+        # Fusion networks: test metrics with each modality missing (test/<metric>_without_<modality>).
+        from emoexp.models.fusion import missing_modality_metrics
+
+        robustness = missing_modality_metrics(task, datamodule, scheme)
+        for name, value in robustness.items():
+            client.log_metric(run_id, name, value)
+        metrics.update(robustness)
+    if cfg.tracking.get("log_model", True) and distributed.is_global_zero():
+        # The served model (predict, `mlflow models predict`): the best checkpoint's weights, which
+        # trainer.predict loaded into `net` above, with the featurizer's training-split state.
+        from emoexp.serving.pyfunc import log_model
+
+        log_model(tracking_uri, run_id, cfg, scheme, featurizer, net)
     return metrics, predictions
 
 
@@ -224,7 +264,8 @@ def fit_and_evaluate(
         if np.isfinite(value):
             client.log_metric(run_id, f"data/{name}", value)
     if len(folds) == 1:
-        metrics, _ = fit_fold(cfg, scheme, manifest, folds[0], client, run_id, tracking_uri, output_dir, resume)
+        fold_args = (cfg, scheme, manifest, folds[0], client, run_id, tracking_uri, output_dir, resume)
+        metrics, _ = fit_fold(*fold_args)
         return metrics
     return fit_cross_validated(cfg, scheme, manifest, folds, client, run_id, tracking_uri, output_dir, resume)
 
@@ -286,15 +327,21 @@ def fit_cross_validated(
                 parent.info.experiment_id,
                 run_name=f"{parent.info.run_name}-{fold.name}",
                 tags={
-                    **{k: v for k, v in parent.data.tags.items() if not k.startswith("mlflow.") and k not in resuming.RUN_STATE_TAGS},
+                    **{
+                        k: v
+                        for k, v in parent.data.tags.items()
+                        if not k.startswith("mlflow.") and k not in resuming.RUN_STATE_TAGS
+                    },
                     "mlflow.parentRunId": parent_id,
                     "fold": fold.name,
                     "data_fingerprint": fold.fingerprint(manifest),
                 },
             ).info.run_id
         try:
+            fold_dir = output_dir / fold.name
+            resumed = previous is not None
             metrics, predictions = fit_fold(
-                cfg, scheme, manifest, fold, client, child_id, tracking_uri, output_dir / fold.name, previous is not None
+                cfg, scheme, manifest, fold, client, child_id, tracking_uri, fold_dir, resumed
             )
         except BaseException as error:
             resuming.mark_stopped(client, child_id, error)

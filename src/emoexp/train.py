@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emoexp import config as config_checks
 from emoexp.data import schema
+from emoexp.interruption import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,13 @@ def _log_json(client: Any, run_id: str, obj: Any, name: str) -> None:
         client.log_artifact(run_id, str(path))
 
 
+@stop_on_signals()
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train and evaluate the configured experiment; everything is logged to one MLflow run.
+
+    SIGTERM/SIGINT mark the run interrupted (KILLED, tag ``interrupted=true``) after saving
+    ``last.ckpt``; ``resume=true`` continues it. Under DDP every rank runs this function and only
+    global rank 0 records anything (docs/scaling.md).
 
     Args:
         cfg: A config composed from ``conf/train.yaml`` (by ``@hydra.main`` or ``hydra.compose``).
@@ -66,17 +72,43 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     Raises:
         ConfigError: If modality, data and model do not fit together (before anything runs).
+        TrainingInterrupted: On SIGTERM (``KeyboardInterrupt`` on SIGINT), after marking the run.
     """
     config_checks.validate(cfg)
     import mlflow
 
+    from emoexp import distributed
     from emoexp.runner import fit_and_evaluate
     from emoexp.tracking import record, store
+    from emoexp.tracking import resume as resuming
+    from emoexp.tracking.lineage import lineage_tags
 
     tracking_uri = store.resolve_tracking_uri(cfg.tracking.uri)
-    experiment_id = store.ensure_experiment(tracking_uri, cfg.tracking.experiment)
     client = mlflow.MlflowClient(tracking_uri)
     scheme = _instantiate(cfg.label_scheme)
+    fingerprint = resuming.config_fingerprint(cfg)
+    previous = None
+    if resuming.resume_requested(cfg.get("resume")):
+        previous = resuming.find_run_to_resume(client, cfg.tracking.experiment, fingerprint, cfg.resume)
+    if previous is not None:
+        # Continue in the interrupted run's output folder, where its checkpoints are.
+        cfg = resuming.with_output_dir(cfg, previous)
+    if not distributed.is_global_zero():
+        # The other DDP ranks train alongside rank 0 and record nothing.
+        run_id = previous.info.run_id if previous is not None else ""
+        reader = distributed.RankZeroOnlyClient(client)
+        return fit_and_evaluate(cfg, scheme, reader, run_id, tracking_uri, resume=previous is not None)
+    if previous is not None:
+        resuming.mark_resumed(client, previous)
+        log.info("Resuming MLflow run %s from %s", previous.info.run_id, cfg.paths.output_dir)
+        no_replay = resuming.NoReplayClient(client)
+        metrics = _fit_recorded(cfg, scheme, no_replay, previous.info.run_id, tracking_uri, resume=True)
+        client.set_tag(previous.info.run_id, resuming.INTERRUPTED_TAG, "false")
+        client.set_terminated(previous.info.run_id, "FINISHED")
+        return metrics
+    # init_from: an unknown source fails here, before any run exists; its lineage is tagged on the run.
+    lineage = lineage_tags(client, cfg.get("init_from"))
+    experiment_id = store.ensure_experiment(tracking_uri, cfg.tracking.experiment)
     run = client.create_run(
         experiment_id,
         run_name=cfg.run_name,
@@ -90,6 +122,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "git_commit": record.git_commit(Path(__file__).parent),
             "mlflow.source.git.commit": record.git_commit(Path(__file__).parent),
             "emoexp.monitor": scheme.monitor,
+            **({"transfer": str(cfg.transfer.name)} if cfg.get("transfer") else {}),
+            **lineage,
+            # A child of tracking.parent_run_id when given (tuning trials nest under their study run).
+            **({"mlflow.parentRunId": cfg.tracking.parent_run_id} if cfg.tracking.get("parent_run_id") else {}),
+            **{str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()},
+            # What resume=true matches, and where this run's checkpoints live.
+            resuming.FINGERPRINT_TAG: fingerprint,
+            resuming.OUTPUT_DIR_TAG: str(Path(cfg.paths.output_dir).resolve()),
         },
     )
     run_id = run.info.run_id
@@ -105,14 +145,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
             path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
             client.log_artifact(run_id, str(path))
         _log_json(client, run_id, record.environment(), "environment.json")
-        metrics = fit_and_evaluate(cfg, scheme, client, run_id, tracking_uri)
     except BaseException as error:
-        client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        client.set_terminated(run_id, status)
+        resuming.mark_stopped(client, run_id, error)
         raise
+    metrics = _fit_recorded(cfg, scheme, client, run_id, tracking_uri, resume=False)
     client.set_terminated(run_id, "FINISHED")
     return metrics
+
+
+def _fit_recorded(
+    cfg: DictConfig, scheme: Any, client: Any, run_id: str, tracking_uri: str, resume: bool
+) -> dict[str, float]:
+    """``fit_and_evaluate`` into ``run_id``, marking the run interrupted or failed if it stops early."""
+    from emoexp.runner import fit_and_evaluate
+    from emoexp.tracking import resume as resuming
+
+    try:
+        return fit_and_evaluate(cfg, scheme, client, run_id, tracking_uri, resume=resume)
+    except BaseException as error:
+        resuming.mark_stopped(client, run_id, error)
+        log.error("MLflow run %s stopped: %s: %s", run_id, type(error).__name__, error)
+        raise
 
 
 def get_metric_value(metrics: dict[str, float], name: str) -> float:

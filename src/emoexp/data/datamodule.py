@@ -48,6 +48,9 @@ def build_features(
     Returns:
         The model inputs for every manifest row and whether extraction hit the cache.
     """
+    if hasattr(featurizer, "build"):
+        # Composite featurizers (multimodal) build each modality's part like this, each with its cache.
+        return featurizer.build(manifest, train_mask, cache_dir, use_cache)
     train_rows = np.flatnonzero(train_mask)
     if featurizer.fit_before_extract:
         featurizer.fit(manifest.iloc[train_rows], None)

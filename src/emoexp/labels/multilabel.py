@@ -161,7 +161,7 @@ class MultiLabelScheme(LabelScheme):
         if unknown and self.unmapped == "error":
             raise LabelSchemeError(
                 f"labels {unknown} are outside scheme {self.name!r} (labels {list(self._labels())}). "
-                "Map them with label_scheme.mapping (e.g. '+label_scheme.mapping.calm=neutral') or drop "
+                "Map them with label_scheme.mapping (e.g. '++label_scheme.mapping.calm=neutral') or drop "
                 "them with label_scheme.unmapped=drop."
             )
         kept = [list(dict.fromkeys(x for x in m if x not in (None, "<unmapped>"))) for m in mapped]
@@ -274,7 +274,8 @@ class MultiLabelScheme(LabelScheme):
         """Per-label and per-group reports of a predictions frame (filter the split first).
 
         Returns:
-            ``multilabel_report.csv``: per label precision, recall, F1, support and threshold;
+            ``multilabel_report.csv``: per label precision, recall, F1 and support (the thresholds
+            behind the predictions are logged as ``threshold/<label>`` metrics of each fold);
             ``per_group_metrics.csv`` (when the frame has ``group_*`` columns): per group value
             ``n``, ``f1_macro``, ``f1_micro``, ``jaccard_samples``.
         """
@@ -291,7 +292,6 @@ class MultiLabelScheme(LabelScheme):
                     "recall": recall,
                     "f1": f1,
                     "support": support,
-                    "threshold": self.thresholds(),
                 }
             )
         }

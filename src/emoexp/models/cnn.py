@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from emoexp.models.pretrained import DirectParameters, load_matching, load_weights_file
+
+log = logging.getLogger(__name__)
 
 
 class SmallCNN(nn.Module):
@@ -47,6 +54,11 @@ class SmallCNN(nn.Module):
         """Return the pooled embedding ``[B, channels[-1]]``."""
         return self.features(x).mean(dim=(2, 3))
 
+    def backbone_layers(self) -> list[nn.Module]:
+        """The conv blocks bottom-up (one per entry of ``channels``); the rest is head."""
+        per_block = 7  # conv-BN-ReLU twice and a pool, as __init__ builds each block
+        return [self.features[i : i + per_block] for i in range(0, len(self.features), per_block)]
+
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
         """Return head outputs ``[B, num_outputs]``."""
         return self.head(self.dropout(self.embed(**inputs)))
@@ -78,10 +90,65 @@ class TimmClassifier(nn.Module):
         if name not in timm.list_models():
             close = timm.list_models(f"*{name.split('_')[0]}*")[:15]
             raise ValueError(f"unknown timm model {name!r}; similar names: {close} (see timm.list_models()).")
-        kwargs = {"pretrained": False, "num_classes": num_outputs, "in_chans": in_chans, "drop_rate": drop_rate}
+        self.backbone = timm.create_model(
+            name, pretrained=False, num_classes=num_outputs, in_chans=in_chans, drop_rate=drop_rate
+        )
+        self.load_report: dict[str, list[str]] = {}
         if pretrained_path:
-            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(pretrained_path)})
-        self.backbone = timm.create_model(name, **kwargs)
+            # Loaded explicitly rather than through timm's pretrained_cfg_overlay, which compares the
+            # head with the hub config's num_classes (1000) and so drops a matching head too.
+            self.load_report = self.load_pretrained(pretrained_path)
+
+    def _classifier_keys(self) -> list[str]:
+        classifier = self.backbone.get_classifier()
+        prefix = next((n for n, m in self.backbone.named_modules() if m is classifier), None)
+        return [f"{prefix}.{k}" for k in classifier.state_dict()] if prefix else []
+
+    def load_pretrained(self, path: str | Path) -> dict[str, list[str]]:
+        """Load a local state dict (safetensors or ``torch.save``; a timm model's or an emoexp checkpoint's).
+
+        A different number of input channels is adapted as timm does for pretrained weights
+        (summed or repeated first-conv filters); a classifier of another width is skipped and keeps
+        its fresh initialisation. Anything else that differs is an error naming the file.
+
+        Returns:
+            ``{"loaded": [...], "skipped": [...]}`` parameter names.
+        """
+        from timm.models import adapt_input_conv
+
+        state = load_weights_file(path)
+        for prefix in ("net.backbone.", "backbone.", "module."):
+            if any(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                break
+        own = self.backbone.state_dict()
+        first_conv = self.backbone.pretrained_cfg.get("first_conv")
+        key = f"{first_conv}.weight" if first_conv else None
+        if key in state and key in own and state[key].ndim == 4 and state[key].shape[1] != own[key].shape[1]:
+            state[key] = adapt_input_conv(own[key].shape[1], state[key])
+        report = load_matching(self.backbone, state, str(path), skippable=self._classifier_keys())
+        if report["skipped"]:
+            log.info("%s: classifier %s not loaded (other width), starts fresh", path, report["skipped"])
+        return report
+
+    def backbone_layers(self) -> list[nn.Module]:
+        """The timm model's top-level stages bottom-up (sequential stages split into blocks).
+
+        Parameters held directly by the model (ViT's class token and position embedding) form
+        the first group; the classifier, and the top-level module that holds it, are the head.
+        """
+        classifier = {id(p) for p in self.backbone.get_classifier().parameters()}
+        direct = dict(self.backbone.named_parameters(recurse=False))
+        layers: list[nn.Module] = [DirectParameters(direct)] if direct else []
+        for child in self.backbone.children():
+            params = list(child.parameters())
+            if not params or any(id(p) in classifier for p in params):
+                continue
+            if isinstance(child, nn.Sequential | nn.ModuleList):
+                layers.extend(block for block in child if any(True for _ in block.parameters()))
+            else:
+                layers.append(child)
+        return layers
 
     def embed(self, x: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:
         """Return the pooled backbone embedding."""

@@ -69,6 +69,10 @@ class LSTMClassifier(nn.Module):
         mask = (torch.arange(seq.shape[1], device=seq.device)[None, :] < lengths[:, None]).unsqueeze(-1)
         return (out * mask).sum(dim=1) / lengths[:, None].to(out.dtype)
 
+    def backbone_layers(self) -> list[nn.Module]:
+        """``[embedding (token inputs only), lstm]`` bottom-up; the rest is head."""
+        return [m for m in (self.embedding, self.lstm) if m is not None]
+
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
         """Return head outputs ``[B, num_outputs]``."""
         return self.head(self.dropout(self.embed(**inputs)))

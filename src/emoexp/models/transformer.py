@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
+
+from emoexp.models.pretrained import hf_layer_groups, load_hf_encoder
 
 
 class TextTransformer(nn.Module):
@@ -39,15 +39,11 @@ class TextTransformer(nn.Module):
         pretrained: str | None = None,
     ):
         super().__init__()
-        from transformers import AutoModel, BertConfig, BertModel
+        from transformers import BertConfig, BertModel
 
         if pretrained:
-            if not Path(pretrained).is_dir():
-                raise FileNotFoundError(
-                    f"pretrained checkpoint directory not found: {pretrained} (emoexp loads weights "
-                    "from local paths only)."
-                )
-            self.encoder = AutoModel.from_pretrained(pretrained, local_files_only=True)
+            # Clear errors naming the path for a missing, corrupt or non-text checkpoint.
+            self.encoder = load_hf_encoder(pretrained, "text")
         else:
             config = BertConfig(
                 vocab_size=vocab_size,
@@ -70,6 +66,15 @@ class TextTransformer(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
 
+    def backbone_layers(self) -> list[nn.Module]:
+        """Encoder layers bottom-up: ``[embeddings (stem), layer_0, ..., layer_n-1]``; the rest is head."""
+        return hf_layer_groups(self.encoder)
+
+    def backbone_features(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """What the head reads from the encoder (cacheable while the encoder is frozen)."""
+        return self.embed(**inputs)
+
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
-        """Return head outputs ``[B, num_outputs]``."""
-        return self.head(self.dropout(self.embed(**inputs)))
+        """Return head outputs ``[B, num_outputs]`` (from token ids, or cached ``backbone_features``)."""
+        features = inputs["backbone_features"] if "backbone_features" in inputs else self.embed(**inputs)
+        return self.head(self.dropout(features))

@@ -30,6 +30,8 @@ class EmotionTask(pl.LightningModule):
         optimizer: Partial optimiser factory taking the parameters (or param groups).
         scheduler: Optional partial LR-scheduler factory taking the optimiser.
         l1: L1 penalty weight on all weights (0 disables it).
+        param_groups: Optional ``net -> optimiser parameter groups`` (a transfer strategy's
+            backbone/head split); a group's ``lr_mult`` scales the optimiser's ``lr`` for it.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class EmotionTask(pl.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         l1: float = 0.0,
+        param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None,
     ):
         super().__init__()
         self.net = net
@@ -46,6 +49,7 @@ class EmotionTask(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.l1 = l1
+        self.param_groups = param_groups
         self.metrics = nn.ModuleDict(
             # ModuleDict keys may not shadow nn.Module attributes such as ``train``.
             {f"{stage}_": nn.ModuleList(scheme.metrics(prefix=f"{stage}/")) for stage in ("train", "val", "test")}
@@ -63,9 +67,14 @@ class EmotionTask(pl.LightningModule):
         loss = self.scheme.loss(outputs, batch["targets"])
         self.scheme.update_metrics(self.metrics[f"{stage}_"], outputs.detach(), batch["targets"])
         batch_size = outputs.shape[0]
-        # sync_dist: under DDP the epoch loss is the sample-weighted mean over all ranks (a no-op on one device).
+        # sync_dist: under DDP, the sample-weighted mean over all ranks (a no-op on one device).
         self.log(
-            f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=batch_size,
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage != "test",
+            batch_size=batch_size,
             sync_dist=True,
         )
         return loss
@@ -113,7 +122,11 @@ class EmotionTask(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:  # noqa: D102
         params = [p for p in self.parameters() if p.requires_grad]
+        if self.param_groups is not None:
+            params = self.param_groups(self.net)
         optimizer = self.optimizer_factory(params=params)
+        for group in optimizer.param_groups:  # discriminative learning rates (emoexp.tasks.transfer)
+            group["lr"] = group["lr"] * group.get("lr_mult", 1.0)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

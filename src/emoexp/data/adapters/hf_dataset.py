@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from emoexp.data.adapters.base import SPLIT_NAMES, CorpusError, OnError, Problems, require_root
-from emoexp.data.adapters.text_table import TextColumns
+from emoexp.data.adapters.base import CorpusError, OnError, Problems, require_root
+from emoexp.data.adapters.text_table import TextColumns, split_names_map
 
 _SAVED = ("dataset_dict.json", "dataset_info.json", "state.json")
 _LAYOUT = "a folder written by Dataset(Dict).save_to_disk, or a local dataset folder/script"
@@ -77,7 +77,8 @@ def load_hf_dataset(
         label_names: Vocabulary in id order; by default the ``ClassLabel`` names.
         multilabel: Multi-label samples; by default true when the label column is a sequence.
         splits: Splits of a ``DatasetDict`` to load (default all).
-        split_names: Split name -> ``train``/``val``/``test`` (default: train, validation/val/dev, test).
+        split_names: Split name -> ``train``/``val``/``test``/``None`` (left out), merged over the
+            usual spellings (train, validation/val/dev, test).
         load_kwargs: Extra ``datasets.load_dataset`` arguments (e.g. ``data_files``) for non-saved folders.
         corpus: Corpus name written to the manifest.
         on_error: ``"raise"`` on the first bad row, or ``"skip"`` and list it.
@@ -99,19 +100,18 @@ def load_hf_dataset(
                 f"{corpus}: data.corpus.splits {unknown} are not in the dataset ({sorted(parts)})."
             )
         parts = {name: parts[name] for name in splits}
-    names_map = {str(k).lower(): v for k, v in dict(split_names or SPLIT_NAMES).items()}
+    names_map = split_names_map(corpus, split_names)
+    unnamed = [split for split in parts if split is not None and split.lower() not in names_map]
+    if unnamed:
+        raise CorpusError(
+            f"{corpus}: split {unnamed[0]!r} has no official_split; map it with "
+            f"'++data.corpus.split_names.{unnamed[0]}=train|val|test|null' or choose data.corpus.splits."
+        )
     rows = []
     for split, dataset in parts.items():
-        official = None
-        if split is not None:
-            if split.lower() not in names_map:
-                raise CorpusError(
-                    f"{corpus}: split {split!r} has no official_split; map it with "
-                    f"'+data.corpus.split_names.{split}=train|val|test' or choose data.corpus.splits."
-                )
-            official = names_map[split.lower()]
-            if official is None:
-                continue
+        official = None if split is None else names_map[split.lower()]
+        if split is not None and official is None:
+            continue
         feature_names, is_sequence = _label_feature(dataset.features, label_column)
         spec = TextColumns(
             corpus,

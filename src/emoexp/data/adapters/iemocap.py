@@ -65,11 +65,15 @@ ANNOTATOR_LABELS: dict[str, str] = {
     "other": "other",
 }
 """Category names used on the per-annotator ``C-E*`` lines."""
+ANNOTATORS = "annotators"
+"""Optional manifest column (see ``labels.aggregation``): the evaluator behind each annotation.
+Evaluator ids are qualified by session (``Session1/E2``): the release does not say whether
+``E2`` is the same person in every session."""
 
 _TURN = re.compile(
     r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*\]\s*$"
 )
-_EVALUATOR = re.compile(r"^C-E\d+:\s*(.*?)\s*(\(.*\))?\s*$")
+_EVALUATOR = re.compile(r"^C-(E\d+):\s*(.*?)\s*(\(.*\))?\s*$")
 _UTTERANCE = re.compile(r"^Ses(\d{2})[FM]_.+_([FM])\d+$")
 _TRANSCRIPT = re.compile(r"^(\S+)\s+\[[\d.]+-[\d.]+\]:\s?(.*)$")
 _LAYOUT = "the IEMOCAP_full_release folder holding Session1 ... Session5"
@@ -81,54 +85,60 @@ def scale_rating(value: float) -> float:
     return min(1.0, max(-1.0, (value - 3.0) / 2.0))
 
 
-def _annotations(line: str) -> list[str] | None:
-    """Canonical labels of one ``C-E*`` line (an annotator may give several); ``None`` if unknown."""
+def _annotations(line: str) -> tuple[str, list[str]] | None:
+    """Evaluator id and canonical labels of one ``C-E*`` line (an evaluator may give several).
+
+    Returns ``None`` if the line is malformed or names a category outside ``ANNOTATOR_LABELS``.
+    """
     match = _EVALUATOR.match(line)
-    names = [n.strip().lower() for n in match.group(1).split(";") if n.strip()] if match else []
+    names = [n.strip().lower() for n in match.group(2).split(";") if n.strip()] if match else []
     if not names or any(n not in ANNOTATOR_LABELS for n in names):
         return None
-    return [ANNOTATOR_LABELS[n] for n in names]
+    return match.group(1), [ANNOTATOR_LABELS[n] for n in names]
+
+
+def _turn(line: str) -> tuple[dict | None, str | None]:
+    """Parse an utterance line; return ``(turn, None)`` or ``(None, problem)``."""
+    match = _TURN.match(line)
+    if not match:
+        return None, f"malformed utterance line {line!r}"
+    _, _, utterance, code, valence, activation, _ = match.groups()
+    if code not in EMOTIONS:
+        return None, f"label {code!r} is not an IEMOCAP code ({sorted(EMOTIONS)})"
+    if not _UTTERANCE.match(utterance):
+        return None, f"utterance id {utterance!r} does not follow Ses0NX_<dialog>_<F|M>NNN"
+    turn = {"utterance": utterance, "code": code, "valence": float(valence), "activation": float(activation)}
+    return {**turn, "votes": [], "evaluators": []}, None
 
 
 def parse_evaluation(path: Path, problems: Problems) -> list[dict]:
-    """Parse one ``EmoEvaluation/*.txt`` file into utterance dicts (id, label, valence, activation, votes)."""
+    """Parse one ``EmoEvaluation/*.txt`` file into utterance dicts (id, label, valence, activation, votes).
+
+    The annotator lines of a skipped utterance are skipped with it.
+    """
     turns: list[dict] = []
+    current: dict | None = None
     for number, line in enumerate(read_text(path, problems).splitlines(), start=1):
         line = line.strip()
         where = f"{path} line {number}"
         if line.startswith("["):
-            match = _TURN.match(line)
-            if not match:
-                problems(where, f"malformed utterance line {line!r}", _FIX_LINE)
+            current, problem = _turn(line)
+            if current is None:
+                problems(where, problem, _FIX_LINE)
                 continue
-            _, _, utterance, code, valence, activation, _ = match.groups()
-            if code not in EMOTIONS:
-                problems(where, f"label {code!r} is not an IEMOCAP code ({sorted(EMOTIONS)})", _FIX_LINE)
-                continue
-            if not _UTTERANCE.match(utterance):
-                problems(
-                    where, f"utterance id {utterance!r} does not follow Ses0NX_<dialog>_<F|M>NNN", _FIX_LINE
-                )
-                continue
-            turns.append(
-                {
-                    "utterance": utterance,
-                    "code": code,
-                    "valence": float(valence),
-                    "activation": float(activation),
-                    "votes": [],
-                }
-            )
-        elif line.startswith("C-E") and turns:
-            votes = _annotations(line)
-            if votes is None:
+            turns.append(current)
+        elif line.startswith("C-E") and current is not None:
+            parsed = _annotations(line)
+            if parsed is None:
                 problems(
                     where,
                     f"annotator line {line!r} has a category outside {sorted(ANNOTATOR_LABELS)}",
                     _FIX_LINE,
                 )
                 continue
-            turns[-1]["votes"].extend(votes)
+            evaluator, votes = parsed
+            current["votes"].extend(votes)
+            current["evaluators"].extend([evaluator] * len(votes))
     return turns
 
 
@@ -160,7 +170,8 @@ def load_iemocap(
         A manifest with the consensus label mapped to emotion names (``EMOTIONS``),
         ``valence``/``arousal`` (the consensus valence and activation mapped from 1-5 to
         [-1, 1]), ``annotations`` (one canonical label per evaluator vote, from the ``C-E*``
-        lines), ``speaker`` = session + gender of the utterance's speaker (``Ses01F``),
+        lines; an evaluator may vote for several) with ``annotators`` (who cast each),
+        ``speaker`` = session + gender of the utterance's speaker (``Ses01F``),
         ``group_session`` (``Session1``), ``group_gender`` and ``group_condition``
         (improvised/scripted). IEMOCAP has no official split: use leave-one-session-out
         (``protocol=loso protocol.group=group_session``).
@@ -200,6 +211,7 @@ def load_iemocap(
                         schema.VALENCE: scale_rating(turn["valence"]),
                         schema.AROUSAL: scale_rating(turn["activation"]),
                         schema.ANNOTATIONS: turn["votes"] or None,
+                        ANNOTATORS: [f"{session_dir.name}/{e}" for e in turn["evaluators"]] or None,
                         schema.SPEAKER: f"Ses{session}{gender}",
                         "group_session": session_dir.name,
                         "group_gender": gender_word(gender),

@@ -140,9 +140,9 @@ def load_image_folder(
             problems(
                 path,
                 f"its class folder {folder!r} is not a known emotion name",
-                f"Map it with '+data.corpus.mapping.{folder}=<emotion>' "
+                f"Map it with '++data.corpus.mapping.{folder}=<emotion>' "
                 f"(one of {sorted(CANONICAL_EMOTIONS)}) "
-                f"or leave it out with '+data.corpus.mapping.{folder}=null'",
+                f"or leave it out with '++data.corpus.mapping.{folder}=null'",
             )
             continue
         emotion = names[folder.lower()]

@@ -63,7 +63,8 @@ class TextColumns:
         multilabel: Samples carry a list of labels (kept natively in ``labels``; ``emotion`` is
             set when they all map onto one canonical emotion).
         label_separator: Separator of multiple labels in a string cell (e.g. ``","``).
-        split_names: Split value -> ``train``/``val``/``test`` (``None`` drops those samples).
+        split_names: Split value -> ``train``/``val``/``test`` (``None`` drops those samples),
+            merged over the usual spellings (``SPLIT_NAMES``).
     """
 
     corpus: str
@@ -77,7 +78,7 @@ class TextColumns:
     label_names: Sequence[str] | None = None
     multilabel: bool = False
     label_separator: str | None = None
-    split_names: Mapping[str, str | None] = field(default_factory=lambda: dict(SPLIT_NAMES))
+    split_names: Mapping[str, str | None] | None = None
 
     def __post_init__(self) -> None:
         self.mapping = dict(self.mapping or {})
@@ -88,7 +89,7 @@ class TextColumns:
                 f"use one of {sorted(CANONICAL_EMOTIONS)} or null."
             )
         self.label_names = None if self.label_names is None else [str(n) for n in self.label_names]
-        self.split_names = {str(k).lower(): v for k, v in dict(self.split_names).items()}
+        self.split_names = split_names_map(self.corpus, self.split_names)
 
     @property
     def vocabulary(self) -> set[str]:
@@ -179,7 +180,7 @@ class TextColumns:
                     problems(
                         where(position),
                         f"label {names[0]!r} has no canonical emotion",
-                        f"Map it with '+data.corpus.mapping.{names[0]}=<emotion>' "
+                        f"Map it with '++data.corpus.mapping.{names[0]}=<emotion>' "
                         f"(one of {sorted(CANONICAL_EMOTIONS)}) or drop it with '=null'",
                     )
                     continue
@@ -190,7 +191,7 @@ class TextColumns:
                     problems(
                         where(position),
                         f"split {record[self.split_column]!r} is not one of {sorted(self.split_names)}",
-                        f"Map it with '+data.corpus.split_names.{value}=train|val|test|null'",
+                        f"Map it with '++data.corpus.split_names.{value}=train|val|test|null'",
                     )
                     continue
                 part = self.split_names[value]
@@ -211,6 +212,17 @@ class TextColumns:
             row.update({f"{schema.GROUP_PREFIX}{c}": record[c] for c in self.group_columns})
             out.append(row)
         return out
+
+
+def split_names_map(corpus: str, split_names: Mapping[str, str | None] | None) -> dict[str, str | None]:
+    """The usual split spellings (``SPLIT_NAMES``) updated with the configured ones, keys lower-cased."""
+    names = {**SPLIT_NAMES, **{str(k).lower(): v for k, v in dict(split_names or {}).items()}}
+    bad = {k: v for k, v in names.items() if v not in ("train", "val", "test", None)}
+    if bad:
+        raise CorpusError(
+            f"{corpus}: data.corpus.split_names must map onto train, val, test or null, got {bad}."
+        )
+    return names
 
 
 def _format_of(path: Path, fmt: str | None, read_kwargs: Mapping[str, Any]) -> str:
@@ -325,7 +337,7 @@ def load_text_table(
         label_names: Vocabulary in id order.
         multilabel: Multi-label samples.
         label_separator: Separator of labels in a string cell.
-        split_names: Split value -> train/val/test.
+        split_names: Split value -> train/val/test, merged over the usual spellings.
         format: ``csv``, ``tsv``, ``jsonl`` or ``json``; by default from the file suffix.
         read_kwargs: Extra ``pandas.read_csv`` arguments, e.g.
             ``{sep: ";", header: null, names: [text, label]}``.
@@ -355,7 +367,7 @@ def load_text_table(
         label_names,
         multilabel,
         label_separator,
-        split_names or dict(SPLIT_NAMES),
+        split_names,
     )
     files = _split_files(base) if base.is_dir() else [(base, None)]
     rows = []

@@ -23,8 +23,11 @@ import pandas as pd
 from emoexp.data.schema import validate_manifest
 from emoexp.labels.emotions import EKMAN7
 
-GENERATOR_VERSION = 1
-"""Version of the embedded generators; part of every cache folder name."""
+GENERATOR_VERSION = 2
+"""Version of the embedded generators; part of every cache folder name.
+
+2: faces come with a ``landmarks`` column (flattened facial landmark coordinates).
+"""
 
 EMBEDDED_MODALITIES: tuple[str, ...] = ("audio", "visual", "text")
 _INPUT_COLUMN = {"audio": "audio", "visual": "image", "text": "text"}
@@ -98,7 +101,7 @@ def _generate(
     from emoexp.data.embedded.audio import render_audio
     from emoexp.data.embedded.latents import sample_latents
     from emoexp.data.embedded.text import render_text
-    from emoexp.data.embedded.visual import render_faces
+    from emoexp.data.embedded.visual import render_faces_with_landmarks
 
     latents = sample_latents(
         n_samples,
@@ -117,8 +120,12 @@ def _generate(
             paths = render_audio(shown, folder / "audio", sample_rate=sample_rate, seed=seed)
             manifest["audio"] = [str(Path(p).relative_to(folder)) for p in paths]
         elif modality == "visual":
-            paths = render_faces(shown, folder / "visual", size=image_size, seed=seed)
+            paths, landmarks = render_faces_with_landmarks(
+                shown, folder / "visual", size=image_size, seed=seed
+            )
             manifest["image"] = [str(Path(p).relative_to(folder)) for p in paths]
+            # Where the generator drew each face's landmarks (see visual.LANDMARKS), for geometric features.
+            manifest["landmarks"] = landmarks
         else:
             manifest["text"] = render_text(shown, seed=seed)
         manifest[f"displayed_{modality}"] = displayed[modality]
@@ -166,7 +173,8 @@ def load_embedded(
     Returns:
         A manifest following the sample schema, with the files' absolute paths, plus the
         columns ``intensity`` and ``displayed_<modality>`` (the emotion each rendered
-        modality shows; it differs from ``emotion`` only for disagreeing samples).
+        modality shows; it differs from ``emotion`` only for disagreeing samples), and with
+        faces ``landmarks`` (each face's landmark coordinates, see ``visual.LANDMARKS``).
 
     Raises:
         ValueError: On an unknown modality or a disagreement outside [0, 1].

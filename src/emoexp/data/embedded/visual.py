@@ -49,6 +49,10 @@ EXPRESSIONS: dict[str, dict[str, float]] = {
 }
 
 _SCALE = 4  # drawing supersampling factor
+# The drawing moves features by a few percent of the face per unit of AU activation; at
+# 48 px that is barely a pixel, so activations are amplified to make a full-intensity
+# expression as visible as in posed databases (FER2013, CK+).
+_EXPRESSION_GAIN = 1.5
 
 
 def expression(emotion: str) -> dict[str, float]:
@@ -139,11 +143,12 @@ def _action_units(
     emotion: str, intensity: float, ident: _Identity, subject: str, seed: int, rng
 ) -> dict[str, float]:
     """AU activations of one image: prototype x strength x personal style, plus noise."""
-    personal = np.exp(0.35 * _rng(seed, "face-style", subject, emotion).standard_normal(len(ACTION_UNITS)))
-    strength = (0.3 + 0.7 * float(np.clip(intensity, 0, 1))) * ident.expressiveness
+    personal = np.exp(0.3 * _rng(seed, "face-style", subject, emotion).standard_normal(len(ACTION_UNITS)))
+    weak_to_full = 0.45 + 0.55 * float(np.clip(intensity, 0, 1))
+    strength = _EXPRESSION_GAIN * weak_to_full * ident.expressiveness
     prototype = expression(emotion)
     values = np.array([prototype.get(au, 0.0) for au in ACTION_UNITS]) * strength * personal
-    values = np.clip(values + np.abs(0.1 * rng.standard_normal(len(ACTION_UNITS))), 0.0, 1.5)
+    values = np.clip(values + np.abs(0.1 * rng.standard_normal(len(ACTION_UNITS))), 0.0, 2.0)
     return dict(zip(ACTION_UNITS, values.tolist(), strict=True))
 
 
@@ -317,6 +322,103 @@ def _draw_face(ident: _Identity, au: dict[str, float], side: int, rng) -> np.nda
     return image
 
 
+LANDMARKS: tuple[str, ...] = (
+    "face_left",
+    "face_right",
+    "chin",
+    "brow_left_inner",
+    "brow_left_mid",
+    "brow_left_outer",
+    "brow_right_inner",
+    "brow_right_mid",
+    "brow_right_outer",
+    "eye_left_inner",
+    "eye_left_outer",
+    "eye_left_top",
+    "eye_left_bottom",
+    "eye_right_inner",
+    "eye_right_outer",
+    "eye_right_top",
+    "eye_right_bottom",
+    "nose_tip",
+    "mouth_left",
+    "mouth_right",
+    "lip_upper_outer",
+    "lip_upper_inner",
+    "lip_lower_inner",
+    "lip_lower_outer",
+)
+"""Names of the facial landmarks of :func:`render_face_with_landmarks`, in row order.
+
+``left``/``right`` are as seen in the image (``left`` has the smaller x).
+"""
+
+
+def _landmarks(ident: _Identity, au: dict[str, float], side: int) -> np.ndarray:
+    """Landmark points ``[len(LANDMARKS), 2]`` (x, y) on the drawing canvas of :func:`_draw_face`.
+
+    The positions follow the same formulas as the drawing (eye and brow corners, mid points of
+    the lid, brow and lip curves), so they move with the action units exactly as the image does.
+    Keep the two in step when either changes.
+    """
+    s = float(side)
+    cx, cy = 0.5 * s, 0.52 * s
+    fw, fh = ident.face_w * s, ident.face_h * s
+    points: list[tuple[float, float]] = [(cx - fw, cy), (cx + fw, cy), (cx, cy + fh)]
+
+    brows, eyes = [], []
+    eye_y = ident.eye_y * s + 0.012 * s * au["AU9"]
+    upper = ident.eye_h * s * (1 + 0.9 * au["AU5"] - 0.35 * au["AU7"] - 0.2 * au["AU6"] - 0.25 * au["AU4"])
+    lower = ident.eye_h * s * (1 - 0.55 * au["AU6"] - 0.5 * au["AU7"] + 0.2 * au["AU5"])
+    upper, lower = max(upper, 0.08 * ident.eye_h * s), max(lower, 0.05 * ident.eye_h * s)
+    ew = ident.eye_w * s
+    for sign in (-1, 1):
+        ex = cx + sign * ident.eye_dx * s
+        base = ident.eye_y * s - ident.brow_gap * s
+        inner_x = ex - sign * (0.45 * ident.brow_len * s - 0.025 * s * au["AU4"])
+        outer_x = ex + sign * 0.55 * ident.brow_len * s
+        inner_y = base - s * (0.045 * au["AU1"] + 0.01 * au["AU2"] - 0.035 * au["AU4"] - 0.012 * au["AU9"])
+        outer_y = base - s * (0.045 * au["AU2"] + 0.005 * au["AU1"] - 0.012 * au["AU4"])
+        mid_y = min(inner_y, outer_y) - 0.015 * s * (1 + 0.5 * au["AU2"] - 0.5 * au["AU4"])
+        # The middle of a quadratic Bezier curve is (p0 + 2 p1 + p2) / 4.
+        brows += [
+            (inner_x, inner_y),
+            ((inner_x + outer_x) / 2, (inner_y + 2 * mid_y + outer_y) / 4),
+            (outer_x, outer_y),
+        ]
+        eyes += [(ex - sign * ew, eye_y), (ex + sign * ew, eye_y), (ex, eye_y - upper), (ex, eye_y + lower)]
+    points += brows + eyes
+
+    nose_tip = ident.eye_y * s + ident.nose_len * s - 0.015 * s * au["AU9"]
+    points.append((cx, nose_tip))
+
+    mouth_y = ident.mouth_y * s
+    mw = ident.mouth_w * s * (1 + 0.3 * au["AU12"] + 0.35 * au["AU20"] - 0.25 * au["AU23"] - 0.1 * au["AU26"])
+    corner_y = mouth_y + s * (-0.045 * au["AU12"] + 0.035 * au["AU15"] + 0.01 * au["AU20"])
+    opening = s * (
+        0.012 * au["AU25"] + 0.06 * au["AU26"] + 0.02 * au["AU16"] + 0.015 * au["AU12"] * au["AU25"]
+    )
+    lip = ident.lip_h * s * (1 - 0.6 * min(au["AU23"], 1.2) / 1.2)
+    curve = 0.03 * s * au["AU12"] - 0.02 * s * au["AU15"]
+    pulled = 0.02 * s * au["AU16"]
+    controls = (
+        mouth_y + curve - opening * 0.3 - 2.2 * lip,
+        mouth_y + curve - opening * 0.3,
+        mouth_y + curve + opening * 1.6 + pulled,
+        mouth_y + curve + opening * 1.6 + 2.4 * lip + pulled,
+    )
+    points += [(cx - mw, corner_y), (cx + mw, corner_y)]
+    points += [(cx, (corner_y + control) / 2) for control in controls]
+    return np.asarray(points, dtype=np.float64)
+
+
+def _pose_points(points: np.ndarray, matrix: tuple[float, ...]) -> np.ndarray:
+    """Map canvas points through a pose whose *inverse* affine ``matrix`` PIL's transform takes."""
+    a, b, c, d, e, f = matrix
+    inverse = np.linalg.inv(np.array([[a, b], [d, e]]))
+    return (points - np.array([c, f])) @ inverse.T
+
+
 @functools.lru_cache(maxsize=8)
 def _grid(size: int) -> np.ndarray:
     """Pixel coordinates in [-0.5, 0.5], rows then columns."""
@@ -346,6 +448,33 @@ def render_face(
     Returns:
         A ``(size, size)`` uint8 array.
     """
+    return render_face_with_landmarks(emotion, intensity, subject, gender, size, seed, image_key)[0]
+
+
+def render_face_with_landmarks(
+    emotion: str,
+    intensity: float,
+    subject: str,
+    gender: str | None,
+    size: int,
+    seed: int,
+    image_key: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render one face (as :func:`render_face`) and return its facial landmarks too.
+
+    Args:
+        emotion: The emotion the face displays.
+        intensity: Expression strength in [0, 1].
+        subject: Subject id; fixes the identity.
+        gender: ``"female"``/``"male"`` (hair length, face width), or None for random.
+        size: Output side in pixels.
+        seed: Corpus seed.
+        image_key: Key (e.g. the sample id) fixing the image's own pose, light and noise.
+
+    Returns:
+        The ``(size, size)`` uint8 image and the ``[len(LANDMARKS), 2]`` landmark (x, y)
+        coordinates in output pixels (origin at the top-left corner), after the image's pose.
+    """
     from PIL import Image
 
     ident = _identity(subject, gender, seed)
@@ -355,9 +484,9 @@ def render_face(
     face = _draw_face(ident, au, side, rng)
 
     # Pose: rotate/scale about the centre and shift; the inverse map is what PIL wants.
-    angle = np.deg2rad(rng.normal(0.0, 6.0))
-    zoom = float(np.exp(rng.normal(0.0, 0.06)))
-    shift = rng.normal(0.0, 0.04 * side, 2)
+    angle = np.deg2rad(rng.normal(0.0, 5.0))
+    zoom = float(np.exp(rng.normal(0.0, 0.05)))
+    shift = rng.normal(0.0, 0.03 * side, 2)
     cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
     c = side / 2
     matrix = (
@@ -381,7 +510,8 @@ def render_face(
     contrast, brightness = np.exp(rng.normal(0.0, 0.12)), rng.normal(0.0, 12.0)
     pixels = (pixels - 128.0) * contrast + 128.0 + brightness
     pixels = pixels * gradient + rng.normal(0.0, rng.uniform(2.0, 7.0), pixels.shape)
-    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+    landmarks = _pose_points(_landmarks(ident, au, side), matrix) / _SCALE
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8), landmarks
 
 
 def render_faces(latents: pd.DataFrame, out_dir: Path, size: int = 48, seed: int = 0) -> list[str]:
@@ -397,18 +527,33 @@ def render_faces(latents: pd.DataFrame, out_dir: Path, size: int = 48, seed: int
     Returns:
         The paths of the written files, in row order.
     """
+    return render_faces_with_landmarks(latents, out_dir, size, seed)[0]
+
+
+def render_faces_with_landmarks(
+    latents: pd.DataFrame, out_dir: Path, size: int = 48, seed: int = 0
+) -> tuple[list[str], list[list[float]]]:
+    """Write the faces as :func:`render_faces` does and also return each face's landmarks.
+
+    Returns:
+        The paths of the written files and, per file, its landmarks flattened to
+        ``[x0, y0, x1, y1, ...]`` in output pixels (points in :data:`LANDMARKS` order), in row order.
+    """
     from PIL import Image
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     intensity = latents["intensity"] if "intensity" in latents else pd.Series(0.7, latents.index)
     gender = latents["group_gender"] if "group_gender" in latents else pd.Series(None, latents.index)
-    paths = []
+    paths, landmarks = [], []
     for sample_id, emotion, strength, subject, sex in zip(
         latents["id"], latents["emotion"], intensity, latents["speaker"], gender, strict=True
     ):
-        pixels = render_face(emotion, float(strength), str(subject), sex, size, seed, str(sample_id))
+        pixels, points = render_face_with_landmarks(
+            emotion, float(strength), str(subject), sex, size, seed, str(sample_id)
+        )
         path = out_dir / f"{sample_id}.png"
         Image.fromarray(pixels, mode="L").save(path)
         paths.append(str(path))
-    return paths
+        landmarks.append(points.ravel().round(3).tolist())
+    return paths, landmarks

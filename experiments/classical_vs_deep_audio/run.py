@@ -1,0 +1,175 @@
+"""Classical vs deep on the embedded audio: RBF-SVM on functionals, BiLSTM on MFCCs, CNN on log-mels.
+
+One command trains every model on every seed through ``emoexp.train.train`` into this folder's
+MLflow store, then writes ``results.md`` (mean ± std of test UAR and macro-F1) from the store:
+
+    python experiments/classical_vs_deep_audio/run.py            # train + report
+    python experiments/classical_vs_deep_audio/run.py --report   # report the latest batch again
+
+Each seed draws a different speaker-independent split (protocol=speaker_holdout) and model
+initialisation; the corpus itself (embedded_audio, data seed 0) is the same for all runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+HERE = Path(__file__).resolve().parent
+STUDY = "classical_vs_deep_audio"
+STORE = f"sqlite:///{HERE / 'mlflow.db'}"
+
+# model name -> (what it sees, overrides). Deep models: moderate epochs, early stopping on val/uar.
+MODELS: dict[str, tuple[str, list[str]]] = {
+    "svm": (
+        "RBF-SVM on utterance functionals (MFCC+Δ, F0, energy, ZCR, spectral; C chosen on val)",
+        ["model=svm"],
+    ),
+    "lstm": ("BiLSTM (2x128) on 40 MFCC frames", ["model=lstm"]),
+    "cnn": ("CNN (32-64-128) on 64-band log-mel spectrograms", ["model=cnn"]),
+}
+
+
+def _overrides(model: str, seed: int, epochs: int, batch: str) -> list[str]:
+    return [
+        "modality=audio",
+        "data=embedded_audio",
+        "protocol=speaker_holdout",
+        f"seed={seed}",
+        f"trainer.max_epochs={epochs}",
+        "num_threads=1",
+        f"tracking.uri={STORE}",
+        f"tracking.experiment={STUDY}",
+        f"+tracking.tags.study={STUDY}",
+        f"+tracking.tags.batch={batch}",
+        f"paths.output_dir={HERE / 'outputs' / batch / f'{model}-s{seed}'}",
+        *MODELS[model][1],
+    ]
+
+
+def train_all(models: list[str], seeds: list[int], epochs: int, batch: str) -> None:
+    """Train every model on every seed (sequentially: the machine has 2 cores)."""
+    from hydra import compose, initialize_config_dir
+
+    from emoexp.config import CONF_DIR
+    from emoexp.train import train
+
+    for model in models:
+        for seed in seeds:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose(config_name="train", overrides=_overrides(model, seed, epochs, batch))
+            start = time.time()
+            metrics = train(cfg)
+            print(
+                f"{model} seed {seed}: test/uar={metrics['test/uar']:.3f} "
+                f"test/f1_macro={metrics['test/f1_macro']:.3f} ({time.time() - start:.0f} s)",
+                flush=True,
+            )
+
+
+def report(batch: str | None = None) -> str:
+    """Write results.md from the runs of ``batch`` (default: the latest) in this folder's store."""
+    import mlflow
+    import pandas as pd
+
+    client = mlflow.MlflowClient(STORE)
+    experiment = client.get_experiment_by_name(STUDY)
+    if experiment is None:
+        raise SystemExit(f"no runs in {STORE}: run this script without --report first.")
+    runs = client.search_runs([experiment.experiment_id], f"tags.study = '{STUDY}'", max_results=5000)
+    runs = [r for r in runs if r.info.status == "FINISHED" and "test/uar" in r.data.metrics]
+    if not runs:
+        raise SystemExit(f"no finished runs of {STUDY} in {STORE}.")
+    batch = batch or max(r.data.tags["batch"] for r in runs)
+    rows = [
+        {
+            "model": r.data.tags["model"],
+            "seed": int(r.data.tags["seed"]),
+            "test_uar": r.data.metrics["test/uar"],
+            "test_f1_macro": r.data.metrics["test/f1_macro"],
+            "val_uar_best": r.data.metrics["val/uar_best"],
+            "seconds": (r.info.end_time - r.info.start_time) / 1000,
+            "run_id": r.info.run_id,
+            "git_commit": r.data.tags.get("git_commit", ""),
+            "epochs": r.data.params.get("trainer.max_epochs", ""),
+        }
+        for r in runs
+        if r.data.tags.get("batch") == batch
+    ]
+    frame = pd.DataFrame(rows).sort_values(["model", "seed"])
+
+    def mean_std(values: pd.Series) -> str:
+        return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}"
+
+    order = [m for m in MODELS if m in set(frame["model"])]
+    lines = [
+        "# Classical vs deep on the embedded audio",
+        "",
+        "Test UAR and macro-F1, mean ± std (sample std) over seeds; each seed is a different",
+        "speaker-independent split (`protocol=speaker_holdout`: 2 of 12 speakers for validation,",
+        "2 for test) and model initialisation, on `data=embedded_audio` (840 utterances, ekman7).",
+        "",
+        "| model | input | test UAR | test macro-F1 | val UAR (best) | seeds | s / run |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for model in order:
+        part = frame[frame["model"] == model]
+        lines.append(
+            f"| {model} | {MODELS[model][0]} | {mean_std(part['test_uar'])} "
+            f"| {mean_std(part['test_f1_macro'])} | {mean_std(part['val_uar_best'])} | {len(part)} "
+            f"| {part['seconds'].mean():.0f} |"
+        )
+    lines += ["", "Per run:", "", "| model | seed | test UAR | test macro-F1 | val UAR (best) | MLflow run |"]
+    lines.append("| --- | --- | --- | --- | --- | --- |")
+    for row in frame.itertuples():
+        lines.append(
+            f"| {row.model} | {row.seed} | {row.test_uar:.3f} | {row.test_f1_macro:.3f} "
+            f"| {row.val_uar_best:.3f} | `{row.run_id}` |"
+        )
+    commits = sorted(set(frame["git_commit"]))
+    lines += [
+        "",
+        f"Batch `{batch}`; deep models `trainer.max_epochs={frame['epochs'].iloc[0]}` with early stopping "
+        f"on val/uar; git commit {', '.join(f'`{c}`' for c in commits)}; {platform.machine()} CPU, "
+        "`OMP_NUM_THREADS=1`. Chance UAR is 1/7 = 0.143.",
+        "",
+        f"Reproduce: `python experiments/{STUDY}/run.py`; browse the runs with "
+        f"`mlflow ui --backend-store-uri sqlite:///experiments/{STUDY}/mlflow.db`.",
+        "",
+    ]
+    text = "\n".join(lines)
+    (HERE / "results.md").write_text(text)
+    # Keep the per-run numbers next to the table for statistics (e.g. paired tests across seeds).
+    frame.drop(columns=["git_commit"]).to_csv(HERE / "results.csv", index=False)
+    return text
+
+
+def main() -> None:
+    """Parse arguments, train, report."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="split/initialisation seeds")
+    parser.add_argument("--epochs", type=int, default=15, help="max epochs of the deep models")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--report", action="store_true", help="only rewrite results.md from the store")
+    parser.add_argument("--batch", default=None, help="report this batch instead of the latest")
+    args = parser.parse_args()
+    if not args.report:
+        batch = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        start = time.time()
+        train_all(args.models, args.seeds, args.epochs, batch)
+        print(f"trained {len(args.models) * len(args.seeds)} runs in {time.time() - start:.0f} s", flush=True)
+        args.batch = batch
+    print(report(args.batch))
+
+
+if __name__ == "__main__":
+    main()

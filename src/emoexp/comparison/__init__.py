@@ -1,0 +1,1 @@
+"""Comparing tracked runs: selection, statistics, plots and reports (``python -m emoexp.compare``)."""

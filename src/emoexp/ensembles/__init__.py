@@ -1,0 +1,1 @@
+"""Ensembles built from tracked runs' stored predictions (``python -m emoexp.ensemble``)."""

@@ -1,0 +1,242 @@
+"""Build, evaluate and log an ensemble of tracked runs (no retraining: stored predictions only)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emoexp.comparison.runs import Run
+from emoexp.data import schema
+from emoexp.ensembles.combine import (
+    Combined,
+    EnsembleError,
+    ValidationOnlyFit,
+    combine_dims,
+    combine_probs,
+)
+from emoexp.ensembles.members import Member, align, build_scheme, load_members
+
+KIND = "ensemble"
+_CLIP = 1.0 - 1e-7
+
+
+@dataclass
+class Ensemble:
+    """An evaluated ensemble.
+
+    Attributes:
+        method: Combination method.
+        members: Member runs with their predictions.
+        scheme: The common label scheme.
+        predictions: Per-sample predictions, in the columns of a training run's ``predictions.csv``.
+        metrics: ``val/*`` and ``test/*`` metrics under the training runs' names.
+        combined: Raw combined outputs, weights and meta-learner details.
+        guard: Every row a meta-learner was fitted on (validation rows only).
+    """
+
+    method: str
+    members: list[Member]
+    scheme: Any
+    predictions: pd.DataFrame
+    metrics: dict[str, float]
+    combined: Combined
+    guard: ValidationOnlyFit
+
+
+def _samples(frame: pd.DataFrame, scheme: Any) -> pd.DataFrame:
+    """A minimal manifest (labels) of aligned rows, as ``scheme.predictions_frame`` expects."""
+    samples = pd.DataFrame(index=frame.index)
+    if "target" in frame.columns:
+        samples[schema.EMOTION] = frame["target"].to_numpy()
+    for dim in getattr(scheme, "dims", ()) or ():
+        samples[dim] = frame[f"{dim}_true"].to_numpy(float)
+    return samples
+
+
+def _outputs_and_targets(scheme: Any, frame: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
+    """Head-like outputs whose decoding gives the frame's predictions, and the scheme's targets.
+
+    Categorical: ``log(p)`` (softmax gives p back); dimensional: ``atanh(pred)`` (tanh gives the
+    prediction back). The scheme's own metric collections then score the ensemble exactly as
+    they score a trained network.
+    """
+    import torch
+
+    parts, targets = [], {}
+    classes = list(getattr(scheme, "classes", ()) or ())
+    if classes:
+        probs = frame[[f"prob_{c}" for c in classes]].to_numpy(float)
+        parts.append(np.log(np.clip(probs, 1e-12, 1.0)))
+        index = {c: i for i, c in enumerate(classes)}
+        targets["label"] = torch.as_tensor(frame["target"].map(index).to_numpy(np.int64))
+    dims = list(getattr(scheme, "dims", ()) or ())
+    if dims:
+        parts.append(np.arctanh(np.clip(frame[[f"{d}_pred" for d in dims]].to_numpy(float), -_CLIP, _CLIP)))
+        targets["dims"] = torch.as_tensor(frame[[f"{d}_true" for d in dims]].to_numpy(np.float32))
+    return torch.as_tensor(np.concatenate(parts, axis=1), dtype=torch.float32), targets
+
+
+def scheme_metrics(scheme: Any, frame: pd.DataFrame, prefix: str) -> dict[str, float]:
+    """The scheme's metrics (and loss, for hard targets) of a predictions frame, keys ``<prefix><name>``."""
+    from emoexp.labels.schemes import LabelSchemeError
+
+    outputs, targets = _outputs_and_targets(scheme, frame)
+    collections = scheme.metrics(prefix=prefix)
+    scheme.update_metrics(collections, outputs, targets)
+    values = {k: float(v) for collection in collections for k, v in collection.compute().items()}
+    if getattr(scheme, "target", "hard") == "hard" and getattr(getattr(scheme, "categorical", None), "target", "hard") == "hard":
+        try:
+            values[f"{prefix}loss"] = float(scheme.loss(outputs, targets))
+        except LabelSchemeError:
+            pass  # class_weights="balanced" needs a training split, which an ensemble does not have
+    return values
+
+
+def evaluate(scheme: Any, predictions: pd.DataFrame) -> dict[str, float]:
+    """``val/*`` and ``test/*`` metrics; for cross-validated members, per fold then mean/std/CI."""
+    from emoexp.runner import summarise_folds
+
+    per_block = []
+    blocks = predictions["fold"] if "fold" in predictions.columns else pd.Series("holdout", index=predictions.index)
+    for block in blocks.unique():
+        part = predictions[blocks == block]
+        metrics = {}
+        for split in ("val", "test"):
+            metrics.update(scheme_metrics(scheme, part[part["split"] == split], f"{split}/"))
+        metrics[scheme.best_metric] = metrics[scheme.monitor]
+        per_block.append(metrics)
+    return per_block[0] if len(per_block) == 1 else summarise_folds(per_block)
+
+
+def build(client: Any, runs: Sequence[Run], method: str = "soft") -> Ensemble:
+    """Combine the stored predictions of ``runs`` with ``method`` and evaluate the result.
+
+    Raises:
+        EnsembleError: If the members do not fit together or the method is unknown.
+    """
+    members = load_members(client, runs)
+    scheme = build_scheme(members)
+    frames = align(members)
+    reference = frames[0]
+    split = reference["split"].to_numpy(str)
+    blocks = reference["block"].to_numpy(str)
+    guard = ValidationOnlyFit()
+    decoded: dict[str, np.ndarray] = {}
+    combined = Combined(None, None)
+    classes = list(getattr(scheme, "classes", ()) or ())
+    if classes:
+        probs = np.stack([f[[f"prob_{c}" for c in classes]].to_numpy(float) for f in frames])
+        labels = reference["target"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+        metric = scheme.monitor.split("/", 1)[1] if scheme.monitor.split("/", 1)[1] in (
+            "accuracy", "uar", "f1_macro", "f1_weighted") else "uar"
+        combined = combine_probs(method, probs, labels, split, blocks, guard, metric)
+        decoded["probs"] = combined.probs
+    dims = list(getattr(scheme, "dims", ()) or ())
+    if dims:
+        values = np.stack([f[[f"{d}_pred" for d in dims]].to_numpy(float) for f in frames])
+        truth = reference[[f"{d}_true" for d in dims]].to_numpy(float)
+        regression = combine_dims(method, values, truth, split, blocks, tuple(dims), guard)
+        decoded["dims"] = regression.dims
+        combined = Combined(combined.probs, regression.dims, {**combined.weights, **{f"dims_{k}": v for k, v in
+                            regression.weights.items()}}, {**combined.details, **regression.details})
+    meta = [c for c in reference.columns if c in ("split", "id", "speaker") or c.startswith(schema.GROUP_PREFIX)]
+    frame = scheme.predictions_frame(decoded, _samples(reference, scheme))
+    predictions = pd.concat([reference[meta], frame], axis=1)
+    if (reference["block"] != "holdout").any():
+        predictions["fold"] = reference["block"].to_numpy()
+    return Ensemble(method, members, scheme, predictions, evaluate(scheme, predictions), combined, guard)
+
+
+def _common(runs: Sequence[Run], tag: str, mixed: str = "mixed") -> str:
+    values = {r.tags.get(tag, "") for r in runs}
+    return values.pop() if len(values) == 1 else mixed
+
+
+def log_ensemble(client: Any, ensemble: Ensemble, experiment: str, run_name: str,
+                 selection: dict[str, Any] | None = None) -> str:
+    """Log the ensemble as a new MLflow run tagged ``ensemble=true`` with its members' ids.
+
+    The run records what a training run records where it applies: the training runs' metric
+    names (``val/*``, ``test/*``, ``val/<monitor>_best``), ``predictions.csv``, the confusion
+    matrix, per-class, per-group and calibration reports, and a ``config.yaml`` holding the
+    label scheme (so an ensemble can itself be compared or ensembled).
+
+    Returns:
+        The new run's id.
+    """
+    import mlflow
+    import yaml
+
+    from emoexp.runner import log_reports
+    from emoexp.tracking.store import ensure_experiment
+
+    runs = [m.run for m in ensemble.members]
+    modalities = sorted({r.tags.get("modality", "?") for r in runs})
+    modality = modalities[0] if len(modalities) == 1 else "multimodal"
+    tags = {
+        "ensemble": "true",
+        "emoexp.kind": KIND,
+        "ensemble.method": ensemble.method,
+        "ensemble.members": ",".join(r.run_id for r in runs),
+        "ensemble.member_models": ",".join(f"{r.tags.get('modality', '?')}/{r.tags.get('model', '?')}" for r in runs),
+        "modality": modality,
+        "model": f"ensemble-{ensemble.method}",
+        "label_scheme": ensemble.scheme.name,
+        "protocol": _common(runs, "protocol"),
+        "data": _common(runs, "data"),
+        "seed": _common(runs, "seed"),
+        "data_fingerprint": _common(runs, "data_fingerprint"),
+        "emoexp.monitor": ensemble.scheme.monitor,
+    }
+    if len(modalities) > 1:
+        tags["fusion"] = "late"
+    experiment_id = ensure_experiment(client.tracking_uri, experiment)
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    try:
+        params = {"ensemble.method": ensemble.method, "ensemble.members": tags["ensemble.members"],
+                  "ensemble.size": len(runs), **(selection or {})}
+        timestamp = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[mlflow.entities.Metric(k, v, timestamp, 0) for k, v in ensemble.metrics.items() if np.isfinite(v)],
+            params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items() if v not in (None, "")],
+        )
+        record = {
+            "method": ensemble.method,
+            "members": [{"run_id": r.run_id, "name": r.name, "experiment": r.experiment, "modality":
+                         r.tags.get("modality"), "model": r.tags.get("model"), "seed": r.tags.get("seed")} for r in runs],
+            "weights": ensemble.combined.weights,
+            "details": ensemble.combined.details,
+            "meta_learner_fitted_on": "validation rows only",
+        }
+        config = {"modality": modality, "model": {"name": tags["model"]}, "label_scheme":
+                  ensemble.members[0].scheme_config, "ensemble": {"method": ensemble.method, "members":
+                  [r.run_id for r in runs]}}
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            ensemble.predictions.to_csv(folder / "predictions.csv", index=False)
+            (folder / "ensemble.json").write_text(json.dumps(record, indent=2))
+            (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            for name in ("predictions.csv", "ensemble.json", "config.yaml"):
+                client.log_artifact(run_id, str(folder / name))
+        log_reports(client, run_id, ensemble.scheme, ensemble.predictions)
+    except BaseException as error:
+        client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def members_experiment(ensemble: Ensemble, default: str = "emoexp-ensembles") -> str:
+    """The members' experiment when they share one, else ``default``."""
+    experiments = {m.run.experiment for m in ensemble.members}
+    return experiments.pop() if len(experiments) == 1 else default

@@ -1,0 +1,291 @@
+"""Text features for classical models: bag-of-words / TF-IDF n-grams and word-embedding averages.
+
+Tokens come from :func:`emoexp.features.text.tokenize` (lower-cased words, "n't"-style clitics
+and ``! ? . ,``), optionally without English stop words (scikit-learn's list, by default keeping
+the negations, which flip an emotion) and optionally stemmed. Bag-of-words and TF-IDF use
+scikit-learn's ``CountVectorizer``/``TfidfVectorizer`` as pipeline steps, so the vocabulary and
+the IDF weights are learnt on the training rows only and travel inside the saved model.
+Word-embedding averages read a GloVe or word2vec *text-format* vectors file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from emoexp.data import schema
+from emoexp.features.handcrafted import VectorFeatures
+from emoexp.features.text import normalise_text, tokenize
+
+Representation = Literal["tfidf", "bow", "embeddings"]
+
+NEGATIONS = frozenset(
+    {"no", "not", "nor", "never", "none", "nothing", "nobody", "nowhere", "neither", "cannot"}
+)
+"""Stop words kept by default: negation reverses the emotion of what follows."""
+
+
+class VectorsFileError(ValueError):
+    """A word-vectors file is missing, malformed, or has the wrong dimension."""
+
+
+def stop_word_list(stop_words: str | Sequence[str] | None, keep_negations: bool = True) -> frozenset[str]:
+    """Resolve ``"english"`` (scikit-learn's list), an explicit list, or ``None`` (no stop words)."""
+    if stop_words is None:
+        return frozenset()
+    if isinstance(stop_words, str):
+        if stop_words != "english":
+            raise ValueError(f"stop_words must be 'english', a list of words or null, got {stop_words!r}.")
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+        words = frozenset(ENGLISH_STOP_WORDS)
+    else:
+        words = frozenset(str(w).lower() for w in stop_words)
+    return words - NEGATIONS if keep_negations else words
+
+
+def _load_stemmer() -> Any:
+    """An English stemmer from an installed package (snowballstemmer, else NLTK's Porter)."""
+    try:
+        import snowballstemmer
+
+        stemmer = snowballstemmer.stemmer("english")
+        return stemmer.stemWord
+    except ImportError:
+        pass
+    try:
+        from nltk.stem import PorterStemmer
+
+        return PorterStemmer().stem
+    except ImportError:
+        raise ImportError(
+            "stem=true needs an English stemmer and none is installed: `pip install snowballstemmer` "
+            "(or nltk), or set model.features.text.stem=false."
+        ) from None
+
+
+class Tokenizer:
+    """Picklable tokenizer: normalise, split, drop stop words, then (optionally) stem.
+
+    Stop words are removed *before* stemming, so the stop list matches the words as written.
+
+    Args:
+        stop_words: Words to drop (already resolved, see :func:`stop_word_list`).
+        stem: Reduce words to their stems.
+    """
+
+    def __init__(self, stop_words: Iterable[str] = (), stem: bool = False):
+        self.stop_words = frozenset(stop_words)
+        self.stem = stem
+        self._stem_word = _load_stemmer() if stem else None
+
+    def __call__(self, text: str) -> list[str]:
+        """Return the tokens of one text."""
+        tokens = [t for t in tokenize(normalise_text(text)) if t not in self.stop_words]
+        if self.stem:
+            if self._stem_word is None:
+                self._stem_word = _load_stemmer()
+            tokens = [self._stem_word(t) for t in tokens]
+        return tokens
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Stemmer objects need not pickle; they are rebuilt on first use after loading.
+        return {"stop_words": self.stop_words, "stem": self.stem, "_stem_word": None}
+
+
+def load_vectors(
+    path: str | Path, words: Iterable[str] | None = None, dim: int | None = None
+) -> tuple[dict[str, np.ndarray], int]:
+    """Read word vectors from a GloVe or word2vec text-format file.
+
+    GloVe files have one ``word v1 ... vd`` line per word; word2vec text files start with a
+    ``<count> <dim>`` header line. Every line's field count is checked; values are parsed only
+    for the ``words`` asked for (parsing a 400k-word file in full takes much longer). A word that
+    itself contains spaces (as in GloVe 840B) keeps all leading fields.
+
+    Args:
+        path: The vectors file (UTF-8 text; binary word2vec is not supported).
+        words: Only these words are returned (``None``: all words).
+        dim: Expected dimension; ``None`` takes it from the header or the first line.
+
+    Returns:
+        The vectors found (word -> float32 ``[dim]``) and the dimension.
+
+    Raises:
+        VectorsFileError: If the file is missing, empty, binary, or a line has the wrong number
+            of values or a non-numeric value (naming the line number).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VectorsFileError(
+            f"word-vectors file not found: {path}. Set model.features.text.vectors_path to a GloVe or "
+            "word2vec text-format file (e.g. glove.6B.100d.txt)."
+        )
+    wanted = None if words is None else set(words)
+    vectors: dict[str, np.ndarray] = {}
+    expected = dim
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                fields = line.rstrip("\n\r").rstrip().split(" ")
+                if number == 1 and len(fields) == 2 and all(f.isdigit() for f in fields):
+                    header_dim = int(fields[1])
+                    if expected is not None and header_dim != expected:
+                        raise VectorsFileError(
+                            f"{path}: line 1 declares dimension {header_dim}, expected {expected} "
+                            "(model.features.text.vectors_dim)."
+                        )
+                    expected = header_dim
+                    continue
+                if not line.strip():
+                    continue
+                if expected is None:
+                    expected = len(fields) - 1
+                    if expected < 1:
+                        raise VectorsFileError(f"{path}: line {number} has a word but no vector values.")
+                if len(fields) < expected + 1:
+                    raise VectorsFileError(
+                        f"{path}: line {number} has {len(fields) - 1} values, expected {expected} "
+                        f"(the dimension {'given' if dim else 'of the first vector line'}). The file is "
+                        "truncated or mixes dimensions, or vectors_dim does not match the file."
+                    )
+                word = " ".join(fields[: len(fields) - expected])
+                if wanted is not None and word not in wanted:
+                    continue
+                try:
+                    vectors[word] = np.asarray(fields[-expected:], dtype=np.float32)
+                except ValueError:
+                    raise VectorsFileError(
+                        f"{path}: line {number} (word {word!r}) has a non-numeric vector value."
+                    ) from None
+    except UnicodeDecodeError as error:
+        raise VectorsFileError(
+            f"{path} is not a UTF-8 text-format vectors file ({error.reason} at byte {error.start}); "
+            "binary word2vec files must be converted to text format first."
+        ) from None
+    if expected is None:
+        raise VectorsFileError(f"{path} holds no word vectors (the file is empty).")
+    return vectors, expected
+
+
+class TextFeatures(VectorFeatures):
+    """Bag-of-words, TF-IDF n-grams or averaged word embeddings of each text.
+
+    Args:
+        representation: ``"tfidf"``, ``"bow"`` (token counts) or ``"embeddings"`` (mean word
+            vector of the known tokens; samples with none get zeros).
+        ngram_range: Smallest and largest n-gram length (bag-of-words and TF-IDF).
+        stop_words: ``"english"`` (scikit-learn's list), a list of words, or ``None``.
+        keep_negations: Keep negations ("not", "never", ...) even if they are stop words.
+        stem: Stem tokens with an installed stemmer (snowballstemmer or NLTK); not with embeddings.
+        min_df: Ignore n-grams in fewer training documents than this (count or fraction).
+        max_df: Ignore n-grams in more training documents than this (count or fraction).
+        max_features: Keep only this many most frequent n-grams (``None``: all).
+        sublinear_tf: Use ``1 + log(tf)`` term frequencies (TF-IDF).
+        vectors_path: GloVe/word2vec text-format vectors file (``representation="embeddings"``).
+        vectors_dim: Expected vector dimension (``None``: taken from the file).
+    """
+
+    modality = "text"
+
+    def __init__(
+        self,
+        representation: Representation = "tfidf",
+        ngram_range: Sequence[int] = (1, 2),
+        stop_words: str | Sequence[str] | None = "english",
+        keep_negations: bool = True,
+        stem: bool = False,
+        min_df: float = 1,
+        max_df: float = 1.0,
+        max_features: int | None = None,
+        sublinear_tf: bool = False,
+        vectors_path: str | None = None,
+        vectors_dim: int | None = None,
+    ):
+        if representation not in ("tfidf", "bow", "embeddings"):
+            raise ValueError(
+                "model.features.text.representation must be tfidf, bow or embeddings, "
+                f"got {representation!r}."
+            )
+        if representation == "embeddings":
+            if not vectors_path:
+                raise ValueError(
+                    "representation=embeddings needs model.features.text.vectors_path=/path/to/vectors.txt "
+                    "(a GloVe or word2vec text-format file)."
+                )
+            if stem:
+                raise ValueError(
+                    "stem=true cannot be combined with representation=embeddings: stems are not "
+                    "words of the vectors file."
+                )
+        self.representation = representation
+        self.ngram_range = tuple(int(n) for n in ngram_range)
+        self.stop_words = (
+            stop_words if stop_words is None or isinstance(stop_words, str) else list(stop_words)
+        )
+        self.keep_negations = keep_negations
+        self.stem = stem
+        self.min_df = min_df
+        self.max_df = max_df
+        self.max_features = max_features
+        self.sublinear_tf = sublinear_tf
+        self.vectors_path = None if vectors_path is None else str(vectors_path)
+        self.vectors_dim = vectors_dim
+        self.sparse = representation != "embeddings"
+        self._tokenizer = Tokenizer(stop_word_list(stop_words, keep_negations), stem)
+        self._dim: int | None = None
+
+    def extract(
+        self, manifest: pd.DataFrame, cache_dir: str | Path | None = None, use_cache: bool = True
+    ) -> tuple[np.ndarray, bool]:
+        """Texts (bag-of-words, TF-IDF) or mean word vectors ``[N, dim]`` (embeddings)."""
+        texts = [
+            normalise_text(t, i) for i, t in zip(manifest[schema.ID], manifest[schema.TEXT], strict=True)
+        ]
+        if self.representation != "embeddings":
+            return np.asarray(texts, dtype=object), False
+        stat = Path(self.vectors_path).stat() if Path(self.vectors_path).is_file() else None
+        source = {"vectors_file": f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "missing"}
+        matrix, hit = self._cached(manifest, lambda: self._average(texts), cache_dir, use_cache, source)
+        self._dim = matrix.shape[1]
+        return matrix, hit
+
+    def _average(self, texts: list[str]) -> np.ndarray:
+        tokens = [self._tokenizer(t) for t in texts]
+        vectors, dim = load_vectors(self.vectors_path, {t for ts in tokens for t in ts}, self.vectors_dim)
+        self._dim = dim
+        out = np.zeros((len(texts), dim), dtype=np.float32)
+        for row, sample in enumerate(tokens):
+            known = [vectors[t] for t in sample if t in vectors]
+            if known:
+                out[row] = np.mean(known, axis=0)
+        return out
+
+    def pipeline_steps(self) -> list[tuple[str, Any]]:
+        """A ``TfidfVectorizer``/``CountVectorizer`` on the emoexp tokenizer (none for embeddings)."""
+        if self.representation == "embeddings":
+            return []
+        from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+        common = {
+            "tokenizer": self._tokenizer,
+            "token_pattern": None,
+            "lowercase": False,
+            "ngram_range": self.ngram_range,
+            "min_df": self.min_df,
+            "max_df": self.max_df,
+            "max_features": self.max_features,
+            "dtype": np.float64,
+        }
+        if self.representation == "bow":
+            return [("vectorize", CountVectorizer(**common))]
+        return [("vectorize", TfidfVectorizer(**common, sublinear_tf=self.sublinear_tf))]
+
+    def feature_names(self) -> list[str] | None:  # noqa: D102
+        if self.representation == "embeddings" and self._dim is not None:
+            return [f"embedding_{i}" for i in range(self._dim)]
+        return None

@@ -1,0 +1,127 @@
+"""Turning a command-line ``input=`` (text, file, folder or CSV) into a prediction manifest.
+
+A model reads one modality's input column (``text``, ``audio``, ``image``) or all three
+(multimodal). Inputs of another modality are refused with a message saying what the model
+takes; in a folder they are listed as failures and the rest is predicted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from emoexp.data import schema
+from emoexp.serving.predictor import Failure, manifest_from_frame
+
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+TEXT_SUFFIXES = frozenset({".txt"})
+TABLE_SUFFIXES = frozenset({".csv", ".tsv"})
+_KIND = {"audio": AUDIO_SUFFIXES, "visual": IMAGE_SUFFIXES, "text": TEXT_SUFFIXES}
+_COLUMN = {"audio": schema.AUDIO, "visual": schema.IMAGE, "text": schema.TEXT}
+
+
+class InputError(ValueError):
+    """The input cannot be read or does not fit the model's modality; the message says what does."""
+
+
+def _expects(modality: str) -> str:
+    if modality == "multimodal":
+        return "a CSV with 'audio', 'image' (file paths) and 'text' columns"
+    if modality == "text":
+        return "a text, a .txt file (one text per line), a folder of them, or a CSV with a 'text' column"
+    suffixes = ", ".join(sorted(_KIND[modality]))
+    return f"{modality} files ({suffixes}), a folder of them, or a CSV with a '{_COLUMN[modality]}' column of paths"
+
+
+def kind_of(path: Path) -> str | None:
+    """The modality of a file by its suffix (``audio``, ``visual``, ``text``), ``table`` for CSV, or None."""
+    suffix = path.suffix.lower()
+    if suffix in TABLE_SUFFIXES:
+        return "table"
+    return next((kind for kind, suffixes in _KIND.items() if suffix in suffixes), None)
+
+
+def _wrong_modality(source: str, kind: str, modality: str, run_id: str) -> str:
+    shown = "image" if kind == "visual" else kind
+    return f"{source} is {'an' if shown[0] in 'aeiou' else 'a'} {shown} input, but run {run_id} is a {modality} model; give {_expects(modality)}."
+
+
+def _text_rows(path: Path) -> pd.DataFrame:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read text file {path}: {error}") from error
+    rows = [(f"{path.name}:{i + 1}", line.strip()) for i, line in enumerate(lines) if line.strip()]
+    return pd.DataFrame(rows, columns=[schema.ID, schema.TEXT])
+
+
+def _table(path: Path, modality: str, columns: list[str]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read table {path}: {error}") from error
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f"{path} has columns {list(frame.columns)} but this {modality} model needs {columns} "
+            f"(missing {missing}); give {_expects(modality)}."
+        )
+    for column in (schema.AUDIO, schema.IMAGE):
+        if column in columns:
+            # Relative paths in a CSV are relative to the CSV's folder, as in corpus manifests.
+            frame[column] = [str(p if Path(p).is_absolute() else path.parent / p) for p in frame[column]]
+    return frame
+
+
+def read_inputs(value: str, modality: str, columns: list[str], run_id: str = "?") -> tuple[pd.DataFrame, list[Failure]]:
+    """Build the manifest to predict from ``input=`` and list inputs skipped up front.
+
+    Args:
+        value: A text, a file (audio/image/.txt/.csv), or a folder.
+        modality: The model's modality.
+        columns: The model's input columns.
+        run_id: For messages.
+
+    Returns:
+        The manifest (``id`` + input columns) and files skipped for being of another modality.
+
+    Raises:
+        InputError: If the input does not exist, is empty, or does not fit the model at all.
+    """
+    path = Path(value).expanduser()
+    skipped: list[Failure] = []
+    if path.is_dir():
+        if modality == "multimodal":
+            raise InputError(f"{path} is a folder; a multimodal model needs {_expects(modality)}.")
+        frames = []
+        for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            kind = kind_of(file)
+            if kind == modality:
+                frames.append(_text_rows(file) if modality == "text" else pd.DataFrame(
+                    {schema.ID: [str(file.relative_to(path))], _COLUMN[modality]: [str(file)]}))
+            else:
+                reason = _wrong_modality(str(file), kind, modality, run_id) if kind in _KIND else (
+                    f"not a {modality} input (unknown file type {file.suffix or 'without suffix'!r})")
+                skipped.append(Failure(str(file.relative_to(path)), str(file), reason))
+        if not frames:
+            raise InputError(f"folder {path} holds no {modality} input; it should hold {_expects(modality)}.")
+        return manifest_from_frame(pd.concat(frames, ignore_index=True), columns), skipped
+    if path.is_file():
+        kind = kind_of(path)
+        if kind == "table":
+            return manifest_from_frame(_table(path, modality, columns), columns), skipped
+        if kind != modality or modality == "multimodal":
+            if kind is None:
+                raise InputError(f"{path} has an unknown file type; a {modality} model takes {_expects(modality)}.")
+            raise InputError(_wrong_modality(str(path), kind, modality, run_id))
+        if modality == "text":
+            return manifest_from_frame(_text_rows(path), columns), skipped
+        return manifest_from_frame(pd.DataFrame({"id": [path.name], _COLUMN[modality]: [str(path)]}), columns), skipped
+    looks_like_path = path.suffix.lower() in AUDIO_SUFFIXES | IMAGE_SUFFIXES | TEXT_SUFFIXES | TABLE_SUFFIXES
+    if modality == "text" and not looks_like_path and value.strip():
+        return manifest_from_frame(pd.DataFrame({"id": ["input"], schema.TEXT: [value]}), columns), skipped
+    if looks_like_path or modality != "text":
+        raise InputError(f"input {value!r} is not an existing file or folder; a {modality} model takes {_expects(modality)}.")
+    raise InputError(f"input is empty; a {modality} model takes {_expects(modality)}.")

@@ -1,0 +1,124 @@
+"""Opening the study's storage: a local SQLite/journal file or a PostgreSQL/MySQL server.
+
+Every worker of a study opens the same storage URL. RDB storages (SQLite, PostgreSQL, MySQL)
+use Optuna's heartbeat: a worker's RUNNING trial that stops beating for ``grace_period`` seconds
+is failed and, through ``RetryHeartbeatStaleTrialCallback``, queued again with the same
+parameters. Optuna's journal storage has no heartbeat; :mod:`emoexp.tuning.liveness` gives it
+the same behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from emoexp.config import ConfigError
+
+JOURNAL_PREFIX = "journal:"
+DRIVERS = {
+    "psycopg2": "psycopg2-binary",
+    "pymysql": "PyMySQL",
+    "psycopg": "psycopg[binary]",
+    "MySQLdb": "mysqlclient",
+}
+
+
+class StorageError(ConfigError):
+    """The study storage cannot be opened; the message says which URL (password-free) and why."""
+
+
+def resolve_url(url: str) -> str:
+    """Make a local SQLite or journal path absolute (so every worker and ``optuna-dashboard`` agree)."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///")).expanduser()
+        if not path.is_absolute():
+            path = Path.cwd() / path
+        return f"sqlite:///{path.resolve()}"
+    if url.startswith(JOURNAL_PREFIX):
+        path = Path(url.removeprefix(JOURNAL_PREFIX).removeprefix("//")).expanduser()
+        return f"{JOURNAL_PREFIX}{(path if path.is_absolute() else Path.cwd() / path).resolve()}"
+    if "://" not in url:
+        raise StorageError(
+            f"storage {url!r} is not a storage URL; use sqlite:///optuna.db, journal:optuna.log, "
+            "postgresql+psycopg2://user@host:5432/db or mysql+pymysql://user@host:3306/db."
+        )
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL without its password (safe to log and to show in MLflow)."""
+    if url.startswith(JOURNAL_PREFIX) or url.startswith("sqlite"):
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is reported by open_storage; never echo a secret
+        return url.split("@")[-1] if "@" in url else url
+
+
+def is_journal(url: str) -> bool:
+    """True for an Optuna journal-file storage URL (``journal:PATH``)."""
+    return url.startswith(JOURNAL_PREFIX)
+
+
+def open_storage(
+    url: str, heartbeat_interval: int = 10, grace_period: int = 30, max_retry: int | None = 1
+) -> Any:
+    """Open (and on first use create) the storage at ``url``.
+
+    Args:
+        url: ``sqlite:///PATH``, ``journal:PATH``, or any SQLAlchemy URL Optuna's RDB storage takes.
+        heartbeat_interval: Seconds between a running trial's heartbeats (RDB storages).
+        grace_period: Seconds without a heartbeat after which a trial counts as dead.
+        max_retry: How many times a dead worker's trial is queued again (``None``: always).
+
+    Raises:
+        StorageError: The server is unreachable, the driver is missing or the URL is malformed,
+            before any trial starts.
+    """
+    import optuna
+    import sqlalchemy.exc
+
+    url = resolve_url(url)
+    if is_journal(url):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url.removeprefix(JOURNAL_PREFIX))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except OSError as error:
+            raise StorageError(f"journal storage {path} cannot be opened: {error}.") from error
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # Several worker processes write to one SQLite file: wait for the lock rather than fail.
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    else:
+        engine_kwargs["connect_args"] = {
+            "connect_timeout": int(os.environ.get("EMOEXP_DB_CONNECT_TIMEOUT", "10"))
+        }
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=max_retry
+            ),
+        )
+    except ModuleNotFoundError as error:
+        package = DRIVERS.get(error.name or "", error.name)
+        raise StorageError(
+            f"storage {redact(url)} needs the database driver {error.name!r}: pip install {package}."
+        ) from error
+    except (sqlalchemy.exc.SQLAlchemyError, sqlalchemy.exc.ArgumentError) as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise StorageError(
+            f"storage {redact(url)} is unreachable or invalid: {reason}. Check that the database server "
+            "is running and the URL (driver, host, port, database, user) is right; for a laptop use "
+            "sqlite:///optuna.db."
+        ) from error

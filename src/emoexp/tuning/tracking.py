@@ -1,0 +1,229 @@
+"""The study in MLflow: one parent run per study, one child run per trial, plots at the end.
+
+The parent run's id is kept in the study's user attributes, so every worker, a resumed study and
+the final step all log to the same parent. Trials are child runs created by ``train(cfg)``
+(``tracking.parent_run_id``), tagged ``optuna.study``/``optuna.trial``; after each trial the tuner
+adds ``optuna.state`` (COMPLETE, PRUNED or FAIL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PARENT_ATTR = "emoexp:mlflow_parent_run_id"
+STUDY_TAG = "optuna.study"
+TRIAL_TAG = "optuna.trial"
+STATE_TAG = "optuna.state"
+ROLE_TAG = "optuna.role"
+
+
+def open_parent_run(
+    client: Any, experiment_id: str, study: Any, params: dict[str, str], tags: dict[str, str]
+) -> str:
+    """Return the study's parent run (created on first use, set RUNNING again when resumed)."""
+    run_id = study.user_attrs.get(PARENT_ATTR)
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # the MLflow store was reset: start a new parent run
+            run = None
+        if run is not None:
+            client.update_run(run_id, status="RUNNING")
+            for key, value in tags.items():
+                client.set_tag(run_id, key, value)
+            return run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=study.study_name,
+        tags={**tags, STUDY_TAG: study.study_name, ROLE_TAG: "study"},
+    )
+    run_id = run.info.run_id
+    import mlflow
+
+    items = sorted(params.items())
+    for start in range(0, len(items), 100):
+        client.log_batch(
+            run_id, params=[mlflow.entities.Param(k, v[:6000]) for k, v in items[start : start + 100]]
+        )
+    study.set_user_attr(PARENT_ATTR, run_id)
+    return run_id
+
+
+def find_trial_run(client: Any, experiment_id: str, parent_id: str, number: int) -> str | None:
+    """The child run that ``train(cfg)`` created for trial ``number`` (the latest, if retried)."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{TRIAL_TAG}` = '{number}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def find_final_run(client: Any, parent_id: str) -> str | None:
+    """The latest final (test) run under the study's parent run."""
+    runs = client.search_runs(
+        [client.get_run(parent_id).info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{ROLE_TAG}` = 'final'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def record_trial(
+    client: Any, experiment_id: str, parent_id: str, frozen: Any, run_name: str, reason: str = ""
+) -> str:
+    """Tag trial ``frozen``'s child run with its final Optuna state (creating one if training never started).
+
+    A pruned trial's run is FINISHED (it stopped on purpose, its metrics are valid up to there);
+    a failed trial's run is FAILED with the error as a tag.
+    """
+    state = frozen.state.name
+    run_id = find_trial_run(client, experiment_id, parent_id, frozen.number)
+    if run_id is None:  # the trial failed before train() created its run (e.g. a bad combination)
+        run_id = client.create_run(
+            experiment_id,
+            run_name=run_name,
+            tags={"mlflow.parentRunId": parent_id, TRIAL_TAG: str(frozen.number), ROLE_TAG: "trial"},
+        ).info.run_id
+    client.set_tag(run_id, STATE_TAG, state)
+    for key, value in frozen.params.items():
+        client.set_tag(run_id, f"optuna.param.{key}", str(value))
+    if state == "PRUNED":
+        client.set_tag(run_id, "optuna.pruned_at_step", str(max(frozen.intermediate_values, default=-1)))
+        with contextlib.suppress(Exception):  # train() recorded the TrialPruned exception as an error
+            client.delete_tag(run_id, "error")
+        client.set_terminated(run_id, "FINISHED")
+    elif state == "FAIL":
+        if reason:
+            client.set_tag(run_id, "error", reason[:5000])
+        client.set_terminated(run_id, "FAILED")
+    return run_id
+
+
+def log_progress(client: Any, parent_id: str, study: Any, frozen: Any) -> None:
+    """Per-trial metrics on the parent run (step = trial number) to watch a study in the MLflow UI."""
+    import mlflow
+
+    now = int(time.time() * 1000)
+    metrics = [mlflow.entities.Metric("trials/finished", float(len(_finished(study))), now, frozen.number)]
+    if frozen.state.name == "COMPLETE" and frozen.values and len(frozen.values) == 1:
+        metrics.append(mlflow.entities.Metric("trials/value", float(frozen.values[0]), now, frozen.number))
+        with contextlib.suppress(ValueError):  # no completed trial yet
+            best = float(study.best_value)
+            metrics.append(mlflow.entities.Metric("trials/best_value", best, now, frozen.number))
+    client.log_batch(parent_id, metrics=metrics)
+
+
+def _finished(study: Any) -> list[Any]:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+
+
+def _log_file(client: Any, run_id: str, name: str, write: Any, artifact_path: str | None = None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        write(path)
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
+def _plots(study: Any, metric_names: Sequence[str]) -> dict[str, Any]:
+    """Optuna's matplotlib plots of the study; a plot that cannot be drawn yet is skipped with a note."""
+    import optuna.visualization.matplotlib as vis
+
+    multi = len(metric_names) > 1
+    target: dict[str, Any] = {"target_name": metric_names[0]}
+    if multi:
+        target["target"] = lambda t: t.values[0]
+    makers = {
+        "optimization_history.png": lambda: vis.plot_optimization_history(study, **target),
+        "param_importances.png": lambda: vis.plot_param_importances(study, **target),
+        "parallel_coordinate.png": lambda: vis.plot_parallel_coordinate(study, **target),
+    }
+    if multi:
+        makers["pareto_front.png"] = lambda: vis.plot_pareto_front(study, target_names=list(metric_names))
+    else:
+        makers["intermediate_values.png"] = lambda: vis.plot_intermediate_values(study)
+    figures = {}
+    for name, make in makers.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = make()
+        except Exception as error:  # e.g. importances need two finished trials that vary
+            log.info("plot %s skipped: %s", name, error)
+            continue
+        first = axes.flat[0] if hasattr(axes, "flat") else axes
+        figures[name] = first.figure
+    return figures
+
+
+def summarise(
+    client: Any, parent_id: str, study: Any, metric_names: Sequence[str], plots: bool = True
+) -> dict[str, Any]:
+    """Best value(s) and parameters, trial counts, trial table, Pareto front and plots on the parent run.
+
+    Returns:
+        ``{"best": [{"number", "values", "params"}, ...], "counts": {...}, "epochs": int}``.
+    """
+    import matplotlib.pyplot as plt
+    import mlflow
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+    epochs = sum(
+        int(t.user_attrs.get("epochs", len(t.intermediate_values))) for t in trials if t.state.is_finished()
+    )
+    now = int(time.time() * 1000)
+    metrics = {f"trials/{k}": float(v) for k, v in counts.items()} | {"trials/epochs": float(epochs)}
+    multi = len(metric_names) > 1
+    try:
+        best = study.best_trials if multi else [study.best_trial]
+    except ValueError:  # no completed trial yet
+        best = []
+    if best and not multi:
+        metrics |= {f"best/{metric_names[0]}": float(best[0].value), "best/trial": float(best[0].number)}
+        for key, value in best[0].params.items():
+            client.set_tag(parent_id, f"best.{key}", str(value))
+    client.log_batch(parent_id, metrics=[mlflow.entities.Metric(k, v, now, 0) for k, v in metrics.items()])
+    front = [{"number": t.number, "values": list(t.values), "params": t.params} for t in best]
+    client.set_tag(parent_id, "best.trials", ",".join(str(t.number) for t in best)[:5000])
+    _log_file(
+        client,
+        parent_id,
+        "best_trials.json",
+        lambda p: p.write_text(json.dumps(front, indent=2, default=str)),
+    )
+    frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration"))
+    _log_file(client, parent_id, "trials.csv", lambda p: frame.to_csv(p, index=False))
+    if multi and best:
+        import pandas as pd
+
+        pareto = pd.DataFrame(
+            [{"number": t.number, **dict(zip(metric_names, t.values, strict=True)), **t.params} for t in best]
+        )
+        _log_file(client, parent_id, "pareto_front.csv", lambda p: pareto.to_csv(p, index=False))
+    if plots:
+        for name, figure in _plots(study, metric_names).items():
+            _log_file(
+                client,
+                parent_id,
+                name,
+                lambda p, f=figure: f.savefig(p, dpi=110, bbox_inches="tight"),
+                "plots",
+            )
+            plt.close(figure)
+    return {"best": front, "counts": counts, "epochs": epochs}

@@ -1,0 +1,703 @@
+"""emoexp's tuner: an Optuna study over ``train(cfg)`` that prunes, survives failures and resumes.
+
+One study, three steps, any number of workers in between:
+
+* **setup** opens the storage, creates (or loads) the study, queues trials up to ``n_trials``
+  and opens the study's MLflow parent run. Run once, before parallel workers start (a fresh
+  SQLite file or MLflow store must not be created by two processes at once).
+* **worker** claims queued trials one at a time until none is left: it composes the trial's
+  config from the search space, trains it with ``evaluate_test=false`` (validation only), reports
+  each epoch to the pruner, and tells Optuna COMPLETE, PRUNED or FAIL. A trial that raises is
+  FAIL and the worker goes on; a trial whose worker died is failed and queued again.
+* **finalize** logs the best value(s) and parameters, the Pareto front and Optuna's plots to the
+  parent run, then trains the best configuration once more and evaluates it on test (test lock).
+
+``role=all`` does the three in one command, with ``n_workers`` local worker processes.
+Running the same command again continues the study: finished trials are never run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from emoexp.config import CONF_DIR, ConfigError, group_options
+from emoexp.tuning import liveness, storage, tracking
+from emoexp.tuning.space import SearchSpace, check_against_config, parse_search_space, suggest, to_overrides
+
+log = logging.getLogger(__name__)
+
+ROLES = ("all", "setup", "worker", "finalize")
+FINAL_ATTR = "emoexp:final_run"
+SETTINGS_ATTR = "emoexp:objectives"
+
+
+@dataclass
+class Objective:
+    """One optimised metric and its direction (``maximize``/``minimize``)."""
+
+    metric: str
+    direction: str
+
+
+@dataclass
+class StudySettings:
+    """Everything that defines a study, read from ``hydra.sweeper`` and ``tuner`` (see conf/tune.yaml)."""
+
+    study_name: str
+    storage_url: str
+    n_trials: int
+    objectives: list[Objective]
+    space: SearchSpace
+    sampler: DictConfig
+    pruner: DictConfig
+    source: str
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna directions, one per objective."""
+        return [o.direction for o in self.objectives]
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Names of the objectives (the primary one first)."""
+        return [o.metric for o in self.objectives]
+
+
+def _direction(value: Any, where: str) -> str:
+    text = getattr(value, "name", value)
+    text = {"max": "maximize", "min": "minimize"}.get(str(text), str(text))
+    if text not in ("maximize", "minimize"):
+        raise ConfigError(f"{where}={value!r} is not a direction; use maximize or minimize.")
+    return text
+
+
+def search_space_file(hparams_search: str, config_sources: Sequence[Any] = ()) -> str:
+    """The file that defines ``hparams_search`` (conf/ or a directory on ``hydra.searchpath``)."""
+    for source in config_sources:
+        if source.get("schema") == "file":
+            path = Path(source.path) / "hparams_search" / f"{hparams_search}.yaml"
+            if path.exists():
+                return str(path)
+    return f"conf/hparams_search/{hparams_search}.yaml"
+
+
+def settings_from_config(
+    cfg: DictConfig, sweeper: DictConfig, hparams_search: str | None, source: str | None = None
+) -> StudySettings:
+    """Read and check the study's settings; every error here comes before any trial starts.
+
+    Args:
+        cfg: The composed ``tune`` config (without the ``hydra`` node).
+        sweeper: ``hydra.sweeper`` of the same composition (the hparams_search file's settings).
+        hparams_search: The chosen ``hparams_search`` option (named in errors).
+        source: The file that defines it (named in errors).
+
+    Raises:
+        ConfigError: No search space chosen, an unknown or empty parameter, a direction that
+            contradicts the label scheme, or an unknown extra objective direction.
+    """
+    if not hparams_search:
+        raise ConfigError(
+            f"choose a search space: python -m emoexp.tune hparams_search=NAME "
+            f"(options: {group_options('hparams_search')})."
+        )
+    source = source or f"conf/hparams_search/{hparams_search}.yaml"
+    if sweeper.get("params") is None:
+        raise ConfigError(
+            f"{source} sets no hydra.sweeper.params; is hydra/sweeper overridden to optuna there?"
+        )
+    space = parse_search_space(OmegaConf.to_container(sweeper.params, resolve=True), source)
+    check_against_config(space, cfg)
+    direction = sweeper.get("direction")
+    if isinstance(direction, Sequence) and not isinstance(direction, str):
+        raise ConfigError(
+            f"{source}: hydra.sweeper.direction is a list; for emoexp.tune give one direction and put the "
+            "further objectives in tuner.extra_objectives."
+        )
+    primary = Objective(str(cfg.optimized_metric), _direction(direction, "hydra.sweeper.direction"))
+    scheme = cfg.label_scheme
+    if primary.metric == f"{scheme.monitor}_best" and primary.direction != _direction(scheme.mode, "mode"):
+        raise ConfigError(
+            f"hydra.sweeper.direction={primary.direction} contradicts label_scheme.mode={scheme.mode} for "
+            f"{primary.metric} (DESIGN invariant 1): use direction: ${{label_scheme.mode}}imize in {source}."
+        )
+    objectives = [primary]
+    for i, extra in enumerate(cfg.tuner.get("extra_objectives") or []):
+        if "metric" not in extra:
+            raise ConfigError(f"tuner.extra_objectives[{i}] needs a metric (and a direction).")
+        objectives.append(
+            Objective(str(extra.metric), _direction(extra.get("direction", "minimize"), "direction"))
+        )
+    n_trials = int(sweeper.get("n_trials") or 0)
+    if n_trials < 1:
+        raise ConfigError(f"hydra.sweeper.n_trials={n_trials}: a study needs at least one trial.")
+    study_name = sweeper.get("study_name") or f"{hparams_search}-{cfg.data.name}-{scheme.name}"
+    return StudySettings(
+        study_name=str(study_name),
+        storage_url=storage.resolve_url(str(sweeper.get("storage") or cfg.tuner.default_storage)),
+        n_trials=n_trials,
+        objectives=objectives,
+        space=space,
+        sampler=sweeper.sampler,
+        pruner=cfg.pruner,
+        source=source,
+    )
+
+
+def _override_key(text: str) -> str:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_override(text).get_key_element().lstrip("+~")
+
+
+@dataclass
+class Tuner:
+    """One study's setup, workers and final step (see the module docstring).
+
+    Args:
+        cfg: The composed ``tune`` config.
+        settings: The study settings (:func:`settings_from_config`).
+        overrides: The command-line overrides the config was composed from; every trial's config
+            is composed again from them plus the trial's parameters.
+    """
+
+    cfg: DictConfig
+    settings: StudySettings
+    overrides: list[str]
+
+    def __post_init__(self) -> None:
+        fixed_by_user = [_override_key(o) for o in self.overrides if not o.startswith("hydra")]
+        searched = [*self.settings.space.distributions, *self.settings.space.fixed]
+        pinned = [k for k in searched if k.lstrip("+") in fixed_by_user]
+        if pinned:
+            log.info("not searching %s: fixed on the command line", pinned)
+            self.settings.space = self.settings.space.without(pinned)
+        self.output_dir = Path(self.cfg.paths.output_dir)
+        self.tuner = self.cfg.tuner
+
+    # ----------------------------------------------------------------------------- storage & study
+    def open_storage(self) -> Any:
+        """The study's storage (raises :class:`storage.StorageError` before any trial if unreachable)."""
+        t = self.tuner
+        return storage.open_storage(
+            self.settings.storage_url, int(t.heartbeat_interval), int(t.grace_period), t.get("max_retry")
+        )
+
+    def _sampler(self, study_storage: Any) -> Any:
+        import hydra
+        import numpy as np
+
+        node = OmegaConf.to_container(self.settings.sampler, resolve=True)
+        if node.get("_partial_"):
+            raise ConfigError(
+                "the grid sampler is for `train.py -m`; emoexp.tune takes tpe, random, cmaes, nsgaii."
+            )
+        # Each worker (and each restart) samples from its own stream: equal seeds in two workers
+        # would propose the same parameters twice.
+        if node.get("seed") is not None:
+            try:
+                study_id = study_storage.get_study_id_from_name(self.settings.study_name)
+                known = len(study_storage.get_all_trials(study_id, deepcopy=False))
+            except KeyError:
+                known = 0
+            seed_parts = [int(node["seed"]), int(self.tuner.get("worker_id", 0)), known]
+            node["seed"] = int(np.random.SeedSequence(seed_parts).generate_state(1)[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # hydra-optuna-sweeper's sampler defaults
+            return hydra.utils.instantiate(node)
+
+    def _pruner(self) -> Any:
+        import hydra
+        import optuna
+
+        pruner = hydra.utils.instantiate(self.settings.pruner)
+        if len(self.settings.objectives) > 1 and not isinstance(pruner, optuna.pruners.NopPruner):
+            log.warning(
+                "Optuna cannot prune multi-objective studies: pruner=%s is not used.", type(pruner).__name__
+            )
+            return optuna.pruners.NopPruner()
+        return pruner
+
+    def load_study(self, study_storage: Any, create: bool) -> Any:
+        """Create or load the study; refuse one whose objectives differ from this configuration."""
+        import optuna
+
+        where = storage.redact(self.settings.storage_url)
+        kwargs = {"study_name": self.settings.study_name, "storage": study_storage}
+        kwargs |= {"sampler": self._sampler(study_storage), "pruner": self._pruner()}
+        if create:
+            study = optuna.create_study(directions=self.settings.directions, load_if_exists=True, **kwargs)
+        else:
+            try:
+                study = optuna.load_study(**kwargs)
+            except KeyError as error:
+                raise ConfigError(
+                    f"study {self.settings.study_name!r} does not exist in {where}; "
+                    "run tuner.role=setup (or role=all) first."
+                ) from error
+        directions = [d.name.lower() for d in study.directions]
+        recorded = study.user_attrs.get(SETTINGS_ATTR)
+        wanted = f"{self.settings.metric_names} ({self.settings.directions})"
+        if directions != self.settings.directions or (recorded and recorded != self.settings.metric_names):
+            raise ConfigError(
+                f"study {study.study_name!r} in {where} optimises {recorded or '?'} ({directions}), not "
+                f"{wanted}; give this search another hydra.sweeper.study_name."
+            )
+        if recorded is None:
+            study.set_user_attr(SETTINGS_ATTR, self.settings.metric_names)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                study.set_metric_names(self.settings.metric_names)
+        return study
+
+    def _retry(self) -> Any:
+        import optuna
+
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.tuner.get("max_retry"))
+
+    def counted_trials(self, study: Any) -> list[Any]:
+        """Trials that use up the budget: all but a dead worker's trial that was queued again."""
+        import optuna
+
+        retried = set()
+        for trial in study.get_trials(deepcopy=False):
+            retried.update(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial))
+        return [t for t in study.get_trials(deepcopy=False) if t.number not in retried]
+
+    # ------------------------------------------------------------------------------------- MLflow
+    def _mlflow(self) -> tuple[Any, str]:
+        import mlflow
+
+        from emoexp.tracking import store
+
+        uri = store.resolve_tracking_uri(self.cfg.tracking.uri)
+        return mlflow.MlflowClient(uri), store.ensure_experiment(uri, self.cfg.tracking.experiment)
+
+    def _parent_params(self) -> dict[str, str]:
+        s = self.settings
+        params = {
+            "study_name": s.study_name,
+            "storage": storage.redact(s.storage_url),
+            "sampler": str(s.sampler.get("_target_", "?")).rsplit(".", 1)[-1],
+            "pruner": str(s.pruner.get("_target_", "?")).rsplit(".", 1)[-1],
+            "objectives": ",".join(s.metric_names),
+            "directions": ",".join(s.directions),
+            "hparams_search": s.source,
+            "modality": str(self.cfg.modality),
+            "model": str(self.cfg.model.name),
+            "label_scheme": str(self.cfg.label_scheme.name),
+            "data": str(self.cfg.data.name),
+        }
+        sampler = OmegaConf.to_container(s.sampler, resolve=True)
+        params |= {f"sampler.{k}": str(v) for k, v in sampler.items() if not k.startswith("_")}
+        params |= {
+            f"pruner.{k}": str(v)
+            for k, v in OmegaConf.to_container(s.pruner, resolve=True).items()
+            if k != "_target_"
+        }
+        params |= {f"search.{k}": v for k, v in s.space.expressions.items()}
+        return params
+
+    # -------------------------------------------------------------------------------------- setup
+    def setup(self) -> tuple[Any, str]:
+        """Open storage and study, queue trials up to ``n_trials``, open the MLflow parent run."""
+        study_storage = self.open_storage()
+        study = self.load_study(study_storage, create=True)
+        stale = liveness.fail_stale_trials(study, float(self.tuner.grace_period), self._retry())
+        counted = self.counted_trials(study)
+        missing = self.settings.n_trials - len(counted)
+        for _ in range(max(0, missing)):
+            study.enqueue_trial({}, skip_if_exists=False)
+        client, experiment_id = self._mlflow()
+        parent_id = tracking.open_parent_run(
+            client,
+            experiment_id,
+            study,
+            self._parent_params(),
+            {
+                "optuna.n_trials": str(self.settings.n_trials),
+                "optuna.storage": storage.redact(self.settings.storage_url),
+            },
+        )
+        for number in stale:
+            self._record_stale(client, experiment_id, parent_id, study, number)
+        done = sum(t.state.is_finished() for t in counted)
+        log.info(
+            "study %r in %s: %d/%d trials finished, %d queued now (MLflow parent run %s)",
+            study.study_name,
+            storage.redact(self.settings.storage_url),
+            done,
+            self.settings.n_trials,
+            max(0, missing),
+            parent_id,
+        )
+        return study, parent_id
+
+    # -------------------------------------------------------------------------------------- trials
+    def compose_trial(self, trial_overrides: Sequence[str]) -> DictConfig:
+        """Compose the config of one trial: the command line plus the trial's parameters."""
+        with _hydra_initialized():
+            from hydra import compose
+
+            return compose(config_name="tune", overrides=[*self.overrides, *trial_overrides])
+
+    def _threads(self) -> int:
+        value = self.tuner.get("threads_per_worker") or os.environ.get("OMP_NUM_THREADS")
+        if value:  # set by hand, by the launcher (SLURM scripts export OMP_NUM_THREADS) or by tune's parent
+            return int(value)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = int(self.tuner.n_workers) if self.tuner.role == "all" else 1
+        return max(1, cores // max(1, workers))
+
+    def _prepare_trial_config(self, trial_cfg: DictConfig, number: int, parent_id: str, prune: bool) -> None:
+        name = self.settings.study_name
+        with open_dict(trial_cfg):
+            trial_cfg.evaluate_test = False  # test lock: trials never read the test split
+            trial_cfg.run_name = f"{name}-trial-{number}"
+            trial_cfg.paths.output_dir = str(self.output_dir / "trials" / str(number))
+            trial_cfg.tracking.parent_run_id = parent_id
+            trial_cfg.tracking.log_checkpoint = bool(self.tuner.log_trial_checkpoints)
+            trial_cfg.tracking.tags = {
+                tracking.STUDY_TAG: name,
+                tracking.TRIAL_TAG: str(number),
+                tracking.ROLE_TAG: "trial",
+            }
+            if trial_cfg.get("num_threads") is None:
+                trial_cfg.num_threads = self._threads()
+            if trial_cfg.get("callbacks") is None:
+                trial_cfg.callbacks = {}
+            trial_cfg.callbacks.optuna_pruning = {
+                "_target_": "emoexp.tuning.pruning.trial_pruning_callback",
+                "monitor": self.settings.metric_names[0],
+            }
+
+    def _objective_values(self, metrics: dict[str, float], client: Any, run_id: str | None) -> list[float]:
+        logged = client.get_run(run_id).data.metrics if run_id else {}
+        values = []
+        for objective in self.settings.objectives:
+            value = metrics.get(objective.metric, logged.get(objective.metric))
+            if value is None:
+                raise KeyError(
+                    f"objective {objective.metric!r} was not logged by the trial; logged: "
+                    f"{sorted(set(metrics) | set(logged))}. Fix optimized_metric or tuner.extra_objectives."
+                )
+            if not math.isfinite(float(value)):
+                raise FloatingPointError(f"objective {objective.metric} is {value} (diverged training?)")
+            values.append(float(value))
+        return values
+
+    def run_trial(self, study: Any, trial: Any, parent_id: str, client: Any, experiment_id: str) -> Any:
+        """Run one claimed trial to COMPLETE, PRUNED or FAIL; never raise for a failed trial."""
+        import optuna
+        from optuna.trial import TrialState
+
+        from emoexp.train import train
+        from emoexp.tuning.pruning import active_trial
+
+        if trial.user_attrs.get("error"):  # a retry inherits the user attributes of the trial it retries
+            trial.set_user_attr("error", "")
+        params = suggest(trial, self.settings.space)
+        trial_overrides = to_overrides(params, self.settings.space.fixed)
+        trial.set_user_attr("overrides", trial_overrides)
+        log.info("trial %d: %s", trial.number, " ".join(trial_overrides))
+        prune = len(self.settings.objectives) == 1
+        values, state, reason = None, TrialState.COMPLETE, ""
+        trial_cfg = None
+        try:
+            with liveness.heartbeat(study, trial, float(self.tuner.heartbeat_interval)):
+                trial_cfg = self.compose_trial(trial_overrides)
+                self._prepare_trial_config(trial_cfg, trial.number, parent_id, prune)
+                with active_trial(trial, int(trial_cfg.trainer.max_epochs), prune=prune) as progress:
+                    try:
+                        metrics = train(trial_cfg)
+                    finally:
+                        trial.set_user_attr("epochs", progress.epochs)
+                run_id = tracking.find_trial_run(client, experiment_id, parent_id, trial.number)
+                values = self._objective_values(metrics, client, run_id)
+        except optuna.TrialPruned as pruned:
+            state, reason = TrialState.PRUNED, str(pruned)
+        except KeyboardInterrupt:
+            # Interrupted, not failed: queue the same parameters again so a resumed study reruns it.
+            trial.set_user_attr("error", "interrupted")
+            frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            self._retry()(study, frozen)
+            tracking.record_trial(
+                client,
+                experiment_id,
+                parent_id,
+                frozen,
+                f"{study.study_name}-trial-{trial.number}",
+                "interrupted",
+            )
+            raise
+        except Exception as error:
+            state, reason = TrialState.FAIL, f"{type(error).__name__}: {error}"
+            trial.set_user_attr("error", reason[:2000])
+            log.warning("trial %d failed (the study goes on):\n%s", trial.number, traceback.format_exc())
+            _free_accelerator_memory()
+        finally:
+            if trial_cfg is not None and not self.tuner.keep_trial_outputs:
+                shutil.rmtree(trial_cfg.paths.output_dir, ignore_errors=True)
+        frozen = study.tell(trial, values=values, state=state, skip_if_finished=True)
+        run_name = f"{study.study_name}-trial-{trial.number}"
+        tracking.record_trial(client, experiment_id, parent_id, frozen, run_name, reason)
+        tracking.log_progress(client, parent_id, study, frozen)
+        log.info(
+            "trial %d %s %s", trial.number, frozen.state.name, frozen.values if frozen.values else reason
+        )
+        return frozen
+
+    def _record_stale(self, client: Any, experiment_id: str, parent_id: str, study: Any, number: int) -> None:
+        frozen = study.get_trials(deepcopy=False)[number]
+        reason = (
+            f"worker died: no heartbeat for {self.tuner.grace_period} s (queued again if retries are left)"
+        )
+        log.warning("trial %d: %s", number, reason)
+        tracking.record_trial(
+            client, experiment_id, parent_id, frozen, f"{study.study_name}-trial-{number}", reason
+        )
+
+    def work(self) -> int:
+        """Claim and run queued trials until none is left; return how many this worker ran."""
+        from optuna.trial import TrialState
+
+        study = self.load_study(self.open_storage(), create=False)
+        parent_id = study.user_attrs.get(tracking.PARENT_ATTR)
+        if parent_id is None:
+            raise ConfigError(
+                f"study {study.study_name!r} has no MLflow parent run; run tuner.role=setup first."
+            )
+        client, experiment_id = self._mlflow()
+        retry = self._retry()
+        ran = 0
+        while True:
+            for number in liveness.fail_stale_trials(study, float(self.tuner.grace_period), retry):
+                self._record_stale(client, experiment_id, parent_id, study, number)
+            trial = liveness.claim(study)
+            if trial is None:
+                if self.tuner.wait_for_running and study.get_trials(
+                    deepcopy=False, states=(TrialState.RUNNING,)
+                ):
+                    time.sleep(min(5.0, float(self.tuner.heartbeat_interval)))  # others' trials may die
+                    continue
+                break
+            self.run_trial(study, trial, parent_id, client, experiment_id)
+            ran += 1
+        log.info("worker %s: ran %d trial(s); no queued trial left", self.tuner.get("worker_id", 0), ran)
+        return ran
+
+    # -------------------------------------------------------------------------------------- final
+    def finalize(self) -> dict[str, Any]:
+        """Summarise the study on its parent run, then train and test the best configuration once."""
+        from optuna.trial import TrialState
+
+        study = self.load_study(self.open_storage(), create=False)
+        parent_id = study.user_attrs.get(tracking.PARENT_ATTR)
+        client, _ = self._mlflow()
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        if running:
+            log.warning("%d trial(s) still running or queued: summarising what has finished", len(running))
+        summary = tracking.summarise(client, parent_id, study, self.settings.metric_names)
+        summary["parent_run_id"] = parent_id
+        if summary["best"] and self.tuner.final_run:
+            summary["final"] = self.final_run(study, summary["best"][0]["number"], parent_id, client)
+        elif not summary["best"]:
+            log.warning("no trial completed: nothing to evaluate on test")
+        if not running:
+            client.set_terminated(parent_id, "FINISHED")
+        return summary
+
+    def final_run(self, study: Any, number: int, parent_id: str, client: Any) -> dict[str, Any]:
+        """Train trial ``number``'s configuration with ``evaluate_test=true``: the study's one test run."""
+        from emoexp.train import train
+
+        done = study.user_attrs.get(FINAL_ATTR)
+        if done and done.get("trial") == number:
+            log.info(
+                "best trial %d was already evaluated on test (run %s): not again", number, done.get("run_id")
+            )
+            return done
+        if done:
+            log.warning(
+                "the best trial changed (%s -> %d): evaluating on test once more; "
+                "this study has now used the test split %d times",
+                done.get("trial"),
+                number,
+                int(done.get("count", 1)) + 1,
+            )
+        trial = study.get_trials(deepcopy=False)[number]
+        trial_cfg = self.compose_trial(list(trial.user_attrs.get("overrides") or to_overrides(trial.params)))
+        with open_dict(trial_cfg):
+            trial_cfg.evaluate_test = True
+            trial_cfg.run_name = f"{study.study_name}-final"
+            trial_cfg.paths.output_dir = str(self.output_dir / "final")
+            trial_cfg.tracking.parent_run_id = parent_id
+            trial_cfg.tracking.tags = {
+                tracking.STUDY_TAG: study.study_name,
+                tracking.ROLE_TAG: "final",
+                "optuna.best_trial": str(number),
+            }
+            if trial_cfg.get("num_threads") is None:
+                trial_cfg.num_threads = self._threads()
+        metrics = train(trial_cfg)
+        import mlflow
+
+        now = int(time.time() * 1000)
+        client.log_batch(
+            parent_id,
+            metrics=[mlflow.entities.Metric(f"final/{k}", float(v), now, 0) for k, v in metrics.items()],
+        )
+        final_run_id = tracking.find_final_run(client, parent_id)
+        record = {
+            "trial": number,
+            "run_id": final_run_id,
+            "count": int((done or {}).get("count", 0)) + 1,
+        }
+        study.set_user_attr(FINAL_ATTR, record)
+        client.set_tag(parent_id, "final.run_id", str(record["run_id"]))
+        log.info("final run of trial %d on test: %s", number, {k: round(v, 4) for k, v in metrics.items()})
+        return record | {"metrics": metrics}
+
+    # ------------------------------------------------------------------------------ local workers
+    def spawn_workers(self, n_workers: int) -> list[int]:
+        """Run ``n_workers`` worker processes on this machine and wait for them; return exit codes."""
+        threads = self._threads()
+        gpu_ids = self._gpu_ids()
+        processes = []
+        for k in range(n_workers):
+            run_dir = self.output_dir / "workers" / str(k)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            env = dict(
+                os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1"
+            )
+            if gpu_ids:
+                env["CUDA_VISIBLE_DEVICES"] = str(gpu_ids[k % len(gpu_ids)])
+            command = [
+                sys.executable,
+                "-m",
+                "emoexp.tune",
+                *self.overrides,
+                "tuner.role=worker",
+                f"tuner.worker_id={k}",
+                f"tuner.threads_per_worker={threads}",
+                f"paths.output_dir={self.output_dir}",
+                f"hydra.run.dir={run_dir}",
+            ]
+            with open(run_dir / "worker.log", "ab") as out:
+                processes.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env))
+            log.info(
+                "worker %d: pid %d, %d thread(s)%s, log %s",
+                k,
+                processes[-1].pid,
+                threads,
+                f", GPU {env['CUDA_VISIBLE_DEVICES']}" if gpu_ids else "",
+                run_dir / "worker.log",
+            )
+        try:
+            codes = [p.wait() for p in processes]
+        except KeyboardInterrupt:
+            for p in processes:
+                p.send_signal(signal.SIGINT)  # each worker queues its interrupted trial again
+            codes = [p.wait() for p in processes]
+            raise
+        for k, code in enumerate(codes):
+            if code != 0:
+                log.warning(
+                    "worker %d exited with %d: see %s",
+                    k,
+                    code,
+                    self.output_dir / "workers" / str(k) / "worker.log",
+                )
+        return codes
+
+    def _gpu_ids(self) -> list[int]:
+        if self.tuner.get("gpu_ids") is not None:
+            return [int(i) for i in self.tuner.gpu_ids]
+        if str(self.cfg.trainer.get("accelerator")) not in ("gpu", "cuda", "auto"):
+            return []
+        import torch
+
+        return list(range(torch.cuda.device_count()))
+
+    def run(self) -> dict[str, Any] | None:
+        """Do what ``tuner.role`` says (all: setup, workers, finalize)."""
+        role = str(self.tuner.role)
+        if role not in ROLES:
+            raise ConfigError(f"tuner.role={role!r} is unknown; choose one of {list(ROLES)}.")
+        if role in ("all", "setup"):
+            self.setup()
+        if role == "worker" or (role == "all" and int(self.tuner.n_workers) <= 1):
+            self.work()
+        elif role == "all":
+            self.spawn_workers(int(self.tuner.n_workers))
+        if role in ("all", "finalize"):
+            return self.finalize()
+        return None
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass
+
+
+@contextmanager
+def _hydra_initialized() -> Iterator[None]:
+    """Hydra's compose API needs an initialised Hydra: the tuner's own (``@hydra.main``) or a new one."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        yield
+        return
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield
+
+
+def tune(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any] | None:
+    """Run ``cfg.tuner.role`` of the study that ``cfg`` (a composed ``tune`` config) describes.
+
+    Args:
+        cfg: The composed ``conf/tune.yaml`` (with or without its ``hydra`` node).
+        overrides: The overrides it was composed from (trial configs are composed from them again).
+
+    Returns:
+        The final summary (best trial(s), counts, final test run) for roles ``all``/``finalize``.
+    """
+    if "hydra" in cfg:  # composed with return_hydra_config=True (tests, notebooks)
+        hydra_cfg = cfg.hydra
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    else:  # inside `python -m emoexp.tune` (@hydra.main)
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+    hparams_search = hydra_cfg.runtime.choices.get("hparams_search")
+    source = search_space_file(hparams_search, hydra_cfg.runtime.config_sources) if hparams_search else None
+    settings = settings_from_config(cfg, hydra_cfg.sweeper, hparams_search, source)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*heartbeat.*")
+        warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+        return Tuner(cfg, settings, list(overrides)).run()
