@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emoexp.config import ConfigError, group_options, validate
 
-MODALITIES = ["audio", "text", "visual"]
+MODALITIES = ["audio", "text", "visual", "multimodal"]
 MODELS = group_options("model")
 SCHEMES = group_options("label_scheme")
 
@@ -21,7 +21,10 @@ EXPECTED = {
     "audio": {"lstm", "cnn", "timm", *SKLEARN_MODELS},
     "text": {"lstm", "transformer", *SKLEARN_MODELS},
     "visual": {"cnn", "timm", *SKLEARN_MODELS},
+    "multimodal": {"early_fusion", "attention_fusion"},
 }
+# Featurizer kwargs of each modality, as MultimodalFeatures.net_kwargs() hands them to a fusion net's encoders.
+MODALITY_KWARGS = {"audio": {"input_size": 40}, "visual": {"in_chans": 1}, "text": {"vocab_size": 100, "max_length": 48}}
 # Label schemes a scikit-learn model serves (classifier or regressor); the others are rejected.
 SKLEARN_SCHEMES = {"ekman6", "ekman7", "iemocap4", "valence_arousal"}
 
@@ -79,11 +82,15 @@ def test_every_combination_composes_and_binds_or_is_rejected(compose, modality, 
         _bind_sklearn_estimator(cfg, resolved, scheme)
     else:
         # Heads, input sizes and vocabularies come from the scheme and featurizer at run time.
-        runtime = {"num_outputs": 7, "input_size": 40, "vocab_size": 100, "in_chans": 1, "max_length": 48}
+        runtime = {"num_outputs": 7, "input_size": 40, "vocab_size": 100, "in_chans": 1, "max_length": 48,
+                   "modality_kwargs": MODALITY_KWARGS}
         net_kwargs = {k: v for k, v in runtime.items() if k in inspect.signature(
             getattr(importlib.import_module(resolved["model"]["net"]["_target_"].rpartition(".")[0]),
                     resolved["model"]["net"]["_target_"].rpartition(".")[2])).parameters}
         _bind("model.net", resolved["model"]["net"], net_kwargs)
+        for name, encoder in (resolved["model"]["net"].get("encoders") or {}).items():
+            # Fusion encoders are factories: they must bind once given the head width and their modality's kwargs.
+            _bind(f"model.net.encoders.{name}", {**encoder, "_partial_": False}, {"num_outputs": 7, **MODALITY_KWARGS[name]})
     for key in ("label_scheme", "protocol"):
         node = resolved[key]
         for path, sub in _targets(node, key):

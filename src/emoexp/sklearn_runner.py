@@ -329,7 +329,8 @@ def fit_fold_sklearn(
                 scheme, pipeline_outputs(pipeline, inputs[rows[VAL]], role, scheme), part_targets(VAL), "val/"
             )
         score = sign * val.get(scheme.monitor, 0.0)
-        if best_pipeline is None or (np.isfinite(score) and score > best_score):
+        score = score if np.isfinite(score) else -np.inf  # an undefined score never wins
+        if best_pipeline is None or score > best_score:
             best_pipeline, best_params, best_val, best_score = pipeline, params, val, score
         if len(candidates) > 1:
             log.info("%s: %s = %.4f", params, scheme.monitor, val.get(scheme.monitor, float("nan")))
@@ -363,7 +364,7 @@ def fit_fold_sklearn(
     timestamp = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, timestamp, 0) for k, v in logged.items()])
 
-    if cfg.tracking.log_checkpoint:
+    if cfg.tracking.log_checkpoint and run_id:  # no run id: a non-zero DDP rank, which records nothing
         log_sklearn_model(
             pipeline,
             inputs[rows[TRAIN][:32]],

@@ -44,7 +44,25 @@ def prepare_samples(cfg: DictConfig, scheme: Any) -> pd.DataFrame:
     if cfg.get("aggregation") is not None:
         # Recompute `emotion` from the annotator labels (aggregation=majority|dawid_skene).
         manifest = _instantiate(cfg.aggregation)(manifest)
-    return scheme.prepare(manifest)
+    return limit_samples(scheme.prepare(manifest), cfg.data.get("max_samples"), scheme)
+
+
+def limit_samples(manifest: pd.DataFrame, max_samples: int | None, scheme: Any) -> pd.DataFrame:
+    """Keep a fixed, class-stratified subset of at most ``max_samples`` samples (for quick runs).
+
+    The subset is drawn with a fixed seed, independent of the run's seed, so that every run
+    of a quick experiment sees the same samples.
+    """
+    if not max_samples or len(manifest) <= max_samples:
+        return manifest
+    from sklearn.model_selection import train_test_split
+
+    stratify = scheme.stratify_labels(manifest)
+    try:
+        keep, _ = train_test_split(manifest.index, train_size=int(max_samples), random_state=0, stratify=stratify)
+    except ValueError:
+        keep, _ = train_test_split(manifest.index, train_size=int(max_samples), random_state=0)
+    return manifest.loc[sorted(keep)].reset_index(drop=True)
 
 
 def _log_json(client: Any, run_id: str, obj: Any, name: str) -> None:

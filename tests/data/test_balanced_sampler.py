@@ -26,7 +26,12 @@ def _datamodule(sampler: str | None) -> tuple[EmotionDataModule, np.ndarray]:
     assignment = np.array(["train"] * 1000 + ["val", "test"] * 15)
     manifest = pd.DataFrame({"id": [f"s{i}" for i in range(len(labels))]})
     module = EmotionDataModule(
-        manifest, Fold("holdout", assignment), RowIndexFeatures(), {"label": labels}, batch_size=64, sampler=sampler
+        manifest,
+        Fold("holdout", assignment),
+        RowIndexFeatures(),
+        {"label": labels},
+        batch_size=64,
+        sampler=sampler,
     )
     return module, labels
 

@@ -40,9 +40,15 @@ def test_dawid_skene_soft_labels_log_agreement_and_dataset_report(compose, track
     assert by_split.loc["total", "total"] == logged["data/samples"]
     assert (by_split.drop(index="total")[["train", "val", "test"]] > 0).all().all()
     report = _artifact(client, run.info.run_id, "reports/dataset_report.csv").set_index("class")
-    assert {"train", "val", "test", "total", "train_share", "group_gender=female", "group_gender=male"} <= set(
-        report.columns
-    )
+    assert {
+        "train",
+        "val",
+        "test",
+        "total",
+        "train_share",
+        "group_gender=female",
+        "group_gender=male",
+    } <= set(report.columns)
     assert report.loc["total", ["group_gender=female", "group_gender=male"]].sum() == logged["data/samples"]
     # Evaluation truth is the Dawid-Skene label: the logged test targets cover the test split.
     predictions = _artifact(client, run.info.run_id, "predictions.csv")

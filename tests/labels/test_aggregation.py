@@ -36,11 +36,25 @@ def test_majority_vote_on_constructed_cases():
     assert list(first) == ["anger", "neutral", None, "happiness", "neutral"]
     # Over all labels sadness (4) is more frequent than neutral (3): the prior tie-break picks it.
     assert list(ag.majority_vote(annotations, CLASSES, tie_break="prior")) == [
-        "anger", "sadness", None, "happiness", "sadness",
+        "anger",
+        "sadness",
+        None,
+        "happiness",
+        "sadness",
     ]
-    assert list(ag.majority_vote(annotations, CLASSES, tie_break="none")) == ["anger", None, None, "happiness", None]
-    drawn = {tuple(ag.majority_vote(annotations, CLASSES, tie_break="random", seed=s)[[1, 4]]) for s in range(30)}
-    assert drawn <= {(a, b) for a in ("sadness", "neutral") for b in ("sadness", "neutral")} and len(drawn) > 1
+    assert list(ag.majority_vote(annotations, CLASSES, tie_break="none")) == [
+        "anger",
+        None,
+        None,
+        "happiness",
+        None,
+    ]
+    drawn = {
+        tuple(ag.majority_vote(annotations, CLASSES, tie_break="random", seed=s)[[1, 4]]) for s in range(30)
+    }
+    assert (
+        drawn <= {(a, b) for a in ("sadness", "neutral") for b in ("sadness", "neutral")} and len(drawn) > 1
+    )
     with pytest.raises(ValueError, match=r"\['joy'\] are not among the classes"):
         ag.majority_vote([["joy"]], CLASSES)
     with pytest.raises(ValueError, match="tie_break"):
@@ -99,8 +113,10 @@ def test_dawid_skene_recovers_annotator_confusions_and_beats_majority_vote():
         # What the annotator actually did on these items (true class -> given label frequencies).
         given = long[long["annotator"] == name]
         empirical = pd.crosstab(
-            pd.Categorical(truth[given["item"].to_numpy()], CLASSES), pd.Categorical(given["label"], CLASSES),
-            normalize="index", dropna=False,
+            pd.Categorical(truth[given["item"].to_numpy()], CLASSES),
+            pd.Categorical(given["label"], CLASSES),
+            normalize="index",
+            dropna=False,
         ).to_numpy()
         np.testing.assert_allclose(estimated[name], empirical, atol=0.02, err_msg=name)
         np.testing.assert_allclose(estimated[name], confusion, atol=0.15, err_msg=name)
@@ -124,8 +140,16 @@ def test_fleiss_kappa_matches_the_wikipedia_example():
     # Fleiss' kappa article (Wikipedia): 10 subjects, 14 raters, 5 categories -> kappa = 0.210.
     table = np.array(
         [
-            [0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-            [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7],
+            [0, 0, 0, 0, 14],
+            [0, 2, 6, 4, 2],
+            [0, 0, 3, 5, 6],
+            [0, 3, 9, 2, 0],
+            [2, 2, 8, 1, 1],
+            [7, 7, 0, 0, 0],
+            [3, 2, 6, 3, 0],
+            [2, 5, 3, 2, 2],
+            [6, 5, 2, 1, 0],
+            [0, 2, 2, 3, 7],
         ]
     )
     classes = ["1", "2", "3", "4", "5"]
@@ -186,7 +210,12 @@ def _manifest() -> pd.DataFrame:
             "id": ["s0", "s1", "s2", "s3"],
             "corpus": "toy",
             "emotion": ["anger", "anger", "neutral", "sadness"],
-            "annotations": [["sadness", "sadness", "anger"], ["anger", "anger"], np.nan, ["neutral", "sadness"]],
+            "annotations": [
+                ["sadness", "sadness", "anger"],
+                ["anger", "anger"],
+                np.nan,
+                ["neutral", "sadness"],
+            ],
         }
     )
 
@@ -201,7 +230,7 @@ def test_aggregators_recompute_emotion_and_keep_unannotated_labels():
     dawid_skene = aggregator(manifest)
     assert list(dawid_skene["emotion"][:3]) == ["sadness", "anger", "neutral"]
     assert aggregator.result is not None and aggregator.result.posteriors.shape[0] == 4
-    with pytest.raises(ValueError, match="aggregation=majority .* does not provide .*use aggregation=none"):
+    with pytest.raises(ValueError, match=r"aggregation=majority .* does not provide .*use aggregation=none"):
         ag.MajorityVote()(manifest.assign(annotations=np.nan))
 
 

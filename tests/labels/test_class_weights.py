@@ -106,3 +106,39 @@ def test_soft_targets_train_with_probability_cross_entropy():
 def test_soft_targets_need_annotations():
     with pytest.raises(LabelSchemeError, match="target=soft needs annotator labels"):
         _scheme(target="soft").prepare(_samples(["anger", "sadness"]))
+
+
+def test_soft_targets_reach_the_task_loss_through_the_datamodule():
+    from emoexp.data.datamodule import EmotionDataModule
+    from emoexp.data.splits import Fold
+    from emoexp.features.base import Featurizer
+    from emoexp.tasks.emotion import EmotionTask
+
+    class Constant(Featurizer):
+        cacheable = False
+
+        def extract(self, manifest):
+            return {"x": torch.ones(len(manifest), 2)}
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 3)
+
+        def forward(self, x):
+            return self.layer(x)
+
+    samples = _samples(
+        ["anger", "sadness"] * 4, [["anger", "sadness", "sadness"], ["sadness", "neutral"]] * 4
+    )
+    scheme = _scheme(target="soft", class_weights="balanced").resolve_class_weights(samples)
+    module = EmotionDataModule(
+        samples, Fold("holdout", np.array(["train"] * 8)), Constant(), scheme.targets(samples), batch_size=8
+    )
+    batch = next(iter(module.train_dataloader()))
+    assert set(batch["targets"]) == {"label", "soft"}
+    task = EmotionTask(Linear(), scheme, optimizer=torch.optim.SGD)
+    loss = task.training_step(batch, 0)
+    soft, logits = batch["targets"]["soft"], task(**batch["inputs"])
+    weights = torch.tensor(scheme.class_weights)
+    torch.testing.assert_close(loss, -(weights * soft * logits.log_softmax(-1)).sum(-1).mean())

@@ -67,7 +67,11 @@ def _fit(net, strategy: TransferStrategy, scheme, epochs: int, scheduler=None, l
         enable_model_summary=False,
         callbacks=callbacks,
     )
-    trainer.fit(task, train_dataloaders=DataLoader(_Images(), batch_size=8, shuffle=True))
+    trainer.fit(
+        task,
+        train_dataloaders=DataLoader(_Images(), batch_size=8, shuffle=True),
+        val_dataloaders=DataLoader(_Images(16), batch_size=8),
+    )
     return trainer, recorder
 
 
@@ -122,12 +126,24 @@ def test_gradual_unfreeze_unfreezes_top_down_on_schedule(scheme):
     assert not torch.equal(before["features.0.weight"], net.state_dict()["features.0.weight"])
 
 
-def test_gradual_unfreeze_with_plateau_scheduler_and_several_layers_per_step(scheme):
+def test_gradual_unfreeze_extends_a_plateau_scheduler_to_new_groups(scheme):
+    net = _cnn()
+    strategy = TransferStrategy(name="gradual_unfreeze", freeze_backbone=True, unfreeze_start_epoch=1, layers_per_step=2)
+    scheduler = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="max", patience=0)
+    trainer, recorder = _fit(net, strategy, scheme, epochs=3, scheduler=scheduler)
+    assert [recorder.epochs[e]["trainable"] for e in range(3)] == [[], [1, 2], [0, 1, 2]]
+    plateau = trainer.lr_scheduler_configs[0].scheduler
+    # one new parameter group per unfrozen layer, each with its own plateau floor
+    assert len(plateau.min_lrs) == len(trainer.optimizers[0].param_groups) == 4
+
+
+def test_unfreeze_milestones():
     net = LSTMClassifier(num_outputs=7, vocab_size=20, embedding_dim=8, hidden_size=8, num_layers=1)
     strategy = TransferStrategy(name="gradual_unfreeze", freeze_backbone=True, unfreeze_start_epoch=2, layers_per_step=2)
     assert strategy.milestones(len(backbone_layers(net))) == [2, 2]
     strategy = TransferStrategy(name="gradual_unfreeze", freeze_backbone=True, unfreeze_start_epoch=0, unfreeze_every=3)
     assert strategy.milestones(4) == [9, 6, 3, 0]
+    assert TransferStrategy(name="frozen", freeze_backbone=True).milestones(3) == [None, None, None]
 
 
 def test_bad_strategy_settings_are_config_errors():

@@ -128,3 +128,27 @@ def tuner_process() -> Callable[..., object]:
         return run_subprocess(tune_command(overrides), ROOT, timeout)
 
     return run
+
+
+@pytest.fixture
+def start_tuner(tmp_path: Path) -> Callable[..., subprocess.Popen]:
+    """Start ``python -m emoexp.tune`` in the background (its own process group, output to a log)."""
+
+    def start(overrides: list[str], log_name: str = "tuner.log") -> subprocess.Popen:
+        log = open(tmp_path / log_name, "ab")  # noqa: SIM115 - closed with the process by the caller
+        return subprocess.Popen(
+            tune_command(overrides), cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    return start
+
+
+@pytest.fixture
+def train_process() -> Callable[..., subprocess.CompletedProcess]:
+    """Run ``python train.py ARGS`` in a subprocess from the repository root."""
+
+    def run(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+        return run_subprocess([sys.executable, "train.py", *args], ROOT, timeout)
+
+    return run

@@ -120,6 +120,8 @@ def test_bad_input_fails_before_any_trial_or_run(tmp_path, tune_overrides, run_t
         run_tune(tune_overrides("hydra.sweeper.direction=minimize"))
     with pytest.raises(ConfigError, match="hparams_search=NAME"):
         run_tune([o for o in tune_overrides() if not o.startswith(("hparams_search=", "hydra.sweeper"))])
+    with pytest.raises(ConfigError, match="one device"):
+        run_tune(tune_overrides("trainer=ddp"))
     with pytest.raises(ConfigError, match="tuner.role=setup"):
         run_tune(tune_overrides("tuner.role=worker"))
     assert not mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -128,3 +130,20 @@ def test_bad_input_fails_before_any_trial_or_run(tmp_path, tune_overrides, run_t
 def test_storage_urls_are_shown_without_passwords():
     assert redact("postgresql+psycopg2://me:secret@db:5432/optuna") == "postgresql+psycopg2://me:***@db:5432/optuna"
     assert redact("mysql+pymysql://root@127.0.0.1:3306/test") == "mysql+pymysql://root@127.0.0.1:3306/test"
+
+
+def test_slurm_launcher_config_composes_into_submitits_launcher(tmp_path):
+    import hydra
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["hparams_search=audio_lstm", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                       f"hydra.sweep.dir={tmp_path}"],
+            return_hydra_config=True,
+        )  # fmt: skip
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert f"OMP_NUM_THREADS={launcher.cpus_per_task}" in launcher.setup[0]
+    assert type(hydra.utils.instantiate(launcher)).__name__ == "SlurmLauncher"  # builds; submits nothing

@@ -83,9 +83,10 @@ def test_pruned_trials_are_pruned_in_optuna_and_in_mlflow(tmp_path, tune_overrid
         "hydra.sweeper.n_trials=2",
         "trainer.max_epochs=3",
         "trainer.num_sanity_val_steps=2",  # sanity validation must not be reported
+        "pruner=none",
         "pruner._target_=optuna.pruners.ThresholdPruner",
         "+pruner.upper=-1.0",
-        "pruner.n_warmup_steps=1",
+        "+pruner.n_warmup_steps=1",
     )
     summary = run_tune(overrides)
 
@@ -117,7 +118,7 @@ def test_pruning_callback_is_optuna_integrations_lightning_callback():
 
 
 def test_cross_validated_trial_reports_the_running_mean_over_folds(
-    tmp_path, tune_overrides, run_tune, load_study
+    tmp_path, tune_overrides, run_tune, load_study, mlflow_runs
 ):
     overrides = tune_overrides(
         "hydra.sweeper.n_trials=1", "protocol=kfold", "protocol.n_splits=2", "pruner=none", "tuner.final_run=false"
@@ -128,10 +129,21 @@ def test_cross_validated_trial_reports_the_running_mean_over_folds(
     assert trial.state.name == "COMPLETE"
     steps = trial.intermediate_values
     assert sorted(steps) == [0, 1, 2, 3]  # fold * max_epochs + epoch
-    # The last report is the mean over both folds of their best validation UAR: the trial's value.
-    assert steps[3] == pytest.approx(trial.value, abs=1e-6)
-    fold0_best = steps[1]
-    assert steps[2] == pytest.approx((fold0_best + (2 * steps[2] - fold0_best)) / 2)
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [study_run] = _by_role(runs, "study")
+    # Fold runs inherit the trial's tags; the trial's own run is the study run's child.
+    [trial_run] = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study_run.info.run_id]
+    folds = sorted(
+        (r for r in runs if r.data.tags.get("mlflow.parentRunId") == trial_run.info.run_id),
+        key=lambda r: r.data.tags["fold"],
+    )  # fmt: skip
+    best = [[m.value for m in client.get_metric_history(f.info.run_id, "val/uar_best")] for f in folds]
+    assert [steps[0], steps[1]] == pytest.approx(best[0])  # fold 0: its own best so far
+    assert [steps[2], steps[3]] == pytest.approx([(best[0][-1] + v) / 2 for v in best[1]])  # running mean
+    assert steps[3] == pytest.approx(trial.value)  # the mean over folds is the trial's value
 
 
 @pytest.mark.slow

@@ -340,11 +340,19 @@ def compare(
     Raises:
         RunSelectionError: With no runs, mixed label schemes or an unknown metric.
     """
+    notes: list[str] = []
+    tested = [r for r in runs if any(m.startswith("test/") for m in r.metrics)]
+    if len(tested) < len(runs):
+        skipped = [r.name for r in runs if r not in tested]
+        notes.append(f"{len(skipped)} selected runs without test metrics were left out (e.g. tuning studies or "
+                     f"trials): {', '.join(skipped[:10])}.")
+    runs = tested
     if not runs:
         raise RunSelectionError("no finished run matches the selection; loosen the filters or check experiment=.")
     check_comparable(runs)
     metric = metric or default_metric(runs)
-    systems, notes = build_systems(client, runs, group_by)
+    systems, grouping_notes = build_systems(client, runs, group_by)
+    notes += grouping_notes
     first = next(iter(systems[0].units.values())).predictions
     try:
         scorer = scorer_for(metric, first)

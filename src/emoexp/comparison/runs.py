@@ -2,8 +2,9 @@
 
 Shared by ``compare``, ``ensemble`` and the notebooks: the selection vocabulary is tags
 (``modality=audio label_scheme=ekman7``), an optional raw MLflow filter string, explicit run
-ids, or the top k by a validation metric. Cross-validation children (tag
-``mlflow.parentRunId``) are folded into their parent; comparison runs are never selected.
+ids, or the top k by a validation metric. Cross-validation fold runs (tags
+``mlflow.parentRunId`` and ``fold``) are folded into their parent; comparison runs are never
+selected.
 """
 
 from __future__ import annotations
@@ -150,7 +151,9 @@ def select_runs(
     by_id = {r.info.run_id: _to_run(r, names[r.info.experiment_id]) for r in raw_runs}
     top, children = [], []
     for run in by_id.values():
-        (children if PARENT_TAG in run.tags else top).append(run)
+        # Fold runs belong to their cross-validated parent; other child runs (tuning trials,
+        # a study's final run) are runs in their own right.
+        (children if PARENT_TAG in run.tags and "fold" in run.tags else top).append(run)
     for child in children:
         parent = by_id.get(child.tags[PARENT_TAG])
         if parent is not None:
@@ -179,7 +182,9 @@ def get_run(client: Any, run_id: str) -> Run:
     experiment = client.get_experiment(raw.info.experiment_id).name
     run = _to_run(raw, experiment)
     found = client.search_runs(
-        [raw.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{run_id}'", max_results=10_000
+        [raw.info.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{run_id}' AND tags.fold != ''",
+        max_results=10_000,
     )
     run.children = sorted(
         (_to_run(c, experiment) for c in found), key=lambda c: c.tags.get("fold", c.name)

@@ -310,7 +310,7 @@ class LeaveOneGroupOut(Protocol):
             test = np.flatnonzero(groups == value)
             train = np.flatnonzero(groups != value)
             fit, val = _validation_from_training(manifest, train, stratify, self.val_size, seed, self.group)
-            fold = _fold(f"{self.group}={value}", len(manifest), fit, val, test)
+            fold = _fold(f"{self.group}-{value}", len(manifest), fit, val, test)
             assert_group_disjoint(manifest, fold, self.group)
             yield fold
 

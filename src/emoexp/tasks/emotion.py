@@ -13,7 +13,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MinMetric
+from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
 from emoexp.labels.schemes import LabelScheme
 
@@ -54,6 +54,11 @@ class EmotionTask(pl.LightningModule):
             # ModuleDict keys may not shadow nn.Module attributes such as ``train``.
             {f"{stage}_": nn.ModuleList(scheme.metrics(prefix=f"{stage}/")) for stage in ("train", "val", "test")}
         )
+        # Epoch losses (sample-weighted means) as metrics: like the scheme's metrics they are synchronised
+        # across DDP ranks in this module's epoch-end hooks, where every rank reaches them in the same order.
+        self.losses = nn.ModuleDict(
+            {f"{stage}_": MeanMetric(nan_strategy="disable") for stage in ("train", "val", "test")}
+        )
         self.best = MaxMetric() if scheme.mode == "max" else MinMetric()
         # In the checkpoint, so that a resumed run continues val/<monitor>_best instead of restarting it.
         self.best.persistent(True)
@@ -67,16 +72,7 @@ class EmotionTask(pl.LightningModule):
         loss = self.scheme.loss(outputs, batch["targets"])
         self.scheme.update_metrics(self.metrics[f"{stage}_"], outputs.detach(), batch["targets"])
         batch_size = outputs.shape[0]
-        # sync_dist: under DDP, the sample-weighted mean over all ranks (a no-op on one device).
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=stage != "test",
-            batch_size=batch_size,
-            sync_dist=True,
-        )
+        self.losses[f"{stage}_"].update(loss.detach(), weight=batch_size)
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:  # noqa: D102
@@ -101,6 +97,12 @@ class EmotionTask(pl.LightningModule):
             values.update(collection.compute())
             collection.reset()
         self.log_dict(values, prog_bar=False)
+        # Logged synchronised already: Lightning's sync_dist would add a collective that a progress bar
+        # triggers on rank 0 alone, out of order with the ones above (a DDP deadlock).
+        loss = self.losses[f"{stage}_"]
+        values[f"{stage}/loss"] = loss.compute()
+        loss.reset()
+        self.log(f"{stage}/loss", values[f"{stage}/loss"], prog_bar=stage != "test")
         return values
 
     def on_train_epoch_end(self) -> None:  # noqa: D102

@@ -58,9 +58,15 @@ class TrainingGuard(pl.Callback):
             self._previous = {signum: signal.signal(signum, self._on_signal) for signum in SIGNALS}
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+        # The final training state too, so that a run interrupted during its evaluation resumes
+        # straight to it (ModelCheckpoint's last.ckpt only follows improvements of the monitor).
+        signum, _ = self._agree(trainer, pl_module, non_finite=False)
+        trainer.save_checkpoint(self.last_path)
+        for handler_signum, handler in self._previous.items():
+            signal.signal(handler_signum, handler)
         self._previous = {}
+        if signum:
+            raise TrainingInterrupted(signum, self.last_path)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self._signum is not None:
@@ -72,6 +78,14 @@ class TrainingGuard(pl.Callback):
             self.last_path,
         )
 
+    def _agree(self, trainer: pl.Trainer, module: pl.LightningModule, non_finite: bool) -> tuple[int, bool]:
+        """The pending signal (0: none) and whether any rank saw a non-finite loss, in one collective."""
+        flags = torch.tensor([float(self._signum or 0), float(non_finite)], device=module.device)
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        signum, any_non_finite = (int(v) for v in flags.tolist())
+        return signum, bool(any_non_finite)
+
     def on_train_batch_end(  # noqa: D102
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -79,15 +93,11 @@ class TrainingGuard(pl.Callback):
         non_finite = (
             self.check_finite and isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all())
         )
-        # The signal number (0: none) and the loss check, agreed across ranks in one collective.
-        flags = torch.tensor([float(self._signum or 0), float(non_finite)], device=pl_module.device)
-        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-        signum, non_finite_anywhere = (int(v) for v in flags.tolist())
-        if non_finite_anywhere:
+        signum, any_non_finite = self._agree(trainer, pl_module, non_finite)
+        if any_non_finite:
             value = loss.item() if isinstance(loss, torch.Tensor) else loss
             raise NonFiniteLossError(
-                f"The training loss is not finite (loss={value}; on this rank) at epoch "
+                f"The training loss is not finite (loss={value} on this rank) at epoch "
                 f"{trainer.current_epoch}, step {trainer.global_step}. Lower optimizer.lr, keep "
                 "trainer.gradient_clip_val, or look for NaN inputs; checkpoints and metrics so far are kept."
             )

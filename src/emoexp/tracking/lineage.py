@@ -73,9 +73,16 @@ def lineage_tags(client: Any, init_from: str | None) -> dict[str, str]:
 
 
 def download_checkpoint(client: Any, run_id: str, dst: str | Path) -> Path:
-    """Download the source run's ``checkpoints/best.ckpt`` into ``dst``."""
+    """Download the source run's ``checkpoints/best.ckpt`` into ``dst``.
+
+    A run whose output folder already held a ``best.ckpt`` logged Lightning's ``best-v1.ckpt``:
+    that one is used when there is no ``best.ckpt``.
+    """
     try:
-        return Path(client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, str(dst)))
+        names = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
+        best = [n for n in names if Path(n).name.startswith("best") and n.endswith(".ckpt")]
+        artifact = CHECKPOINT_ARTIFACT if CHECKPOINT_ARTIFACT in names or not best else sorted(best)[-1]
+        return Path(client.download_artifacts(run_id, artifact, str(dst)))
     except Exception as error:  # MLflow raises OSError/MlflowException for a missing artifact
         raise InitFromError(
             f"init_from: run {run_id} has no {CHECKPOINT_ARTIFACT} artifact ({type(error).__name__}). "

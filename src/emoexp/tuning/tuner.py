@@ -144,6 +144,13 @@ def settings_from_config(
         objectives.append(
             Objective(str(extra.metric), _direction(extra.get("direction", "minimize"), "direction"))
         )
+    trainer = cfg.trainer
+    if "ddp" in str(trainer.get("strategy", "")) or str(trainer.get("devices", 1)) not in ("1", "auto"):
+        raise ConfigError(
+            f"emoexp.tune trains each trial on one device (trainer.strategy={trainer.get('strategy')}, "
+            f"trainer.devices={trainer.get('devices')}): Lightning's DDP launcher would start the tuner again "
+            "in every rank. Run one trial per GPU instead: trainer=gpu tuner.n_workers=<number of GPUs>."
+        )
     n_trials = int(sweeper.get("n_trials") or 0)
     if n_trials < 1:
         raise ConfigError(f"hydra.sweeper.n_trials={n_trials}: a study needs at least one trial.")

@@ -86,7 +86,7 @@ VOCAL_PROFILES: dict[str, VocalProfile] = {
     ),
     "surprise": VocalProfile(f0_shift=5.5, f0_range=1.5, rate=1.0, loudness=2.5, tilt=-0.05, final_rise=7.0),
     "disgust": VocalProfile(
-        f0_shift=-3.0, f0_range=0.9, rate=0.78, loudness=-3.0, tilt=0.1, jitter=1.5, creak=0.8
+        f0_shift=-3.0, f0_range=0.9, rate=0.78, loudness=-3.0, tilt=0.1, jitter=1.5, creak=0.5
     ),
 }
 
@@ -212,7 +212,7 @@ def _peaking(freq: float, gain_db: float, q: float, sample_rate: int) -> tuple:
 def _style(profile: VocalProfile, speaker: str, emotion: str, seed: int) -> VocalProfile:
     """Perturb a profile per speaker: people express the same emotion in their own way."""
     rng = _rng(seed, "style", speaker, emotion)
-    factor = np.exp(0.3 * rng.standard_normal(11))
+    factor = np.exp(0.2 * rng.standard_normal(11))
     return VocalProfile(
         f0_shift=profile.f0_shift * factor[0],
         f0_range=profile.f0_range ** factor[1],
@@ -427,6 +427,9 @@ def _vocal_tract(
         b_tract, a_tract = _resonators(formants, sample_rate)
         weight = _ramp((owner[lo:hi] == index).astype(np.float32), margin)
         speech[lo:hi] += weight * signal.lfilter(b_tract, a_tract, source[lo:hi])
+    # Lip radiation (+6 dB/octave) applies to the voiced sound only: the consonant noise is
+    # added after it at its final level, fricatives some 10 dB below the vowels.
+    speech = np.diff(speech, prepend=0.0)
     noise_scale = np.sqrt(np.mean(speech[plan.voiced_gain > 0] ** 2))
     for a, b, kind in plan.noises:
         lo, hi = max(0, a - margin // 4), min(plan.n, b + margin // 4)
@@ -465,7 +468,7 @@ def synthesize(
     profile = _style(vocal_profile(emotion), speaker, emotion, seed)
     rng = _rng(seed, "utterance", utterance_key)
     # How far the voice moves towards the profile: intensity, times the speaker's habit.
-    s = (0.3 + 0.7 * float(np.clip(intensity, 0.0, 1.0))) * spk.expressiveness
+    s = (0.4 + 0.6 * float(np.clip(intensity, 0.0, 1.0))) * spk.expressiveness
     rate = _BASE_RATE * spk.rate * profile.rate**s * float(np.exp(0.07 * rng.standard_normal()))
 
     plan = _plan(rate, sample_rate, rng)
@@ -473,7 +476,6 @@ def synthesize(
     source = _glottal_source(plan, grid, f0, spk, profile, s, sample_rate, rng)
     speech = _vocal_tract(plan, source, spk, profile, s, sample_rate, rng)
 
-    speech = np.diff(speech, prepend=0.0)  # lip radiation
     speech = signal.sosfilt(spk.channel_sos, speech)
     active = (plan.voiced_gain + plan.noise_gain) > 0
     level_db = _TARGET_DBFS + spk.loudness + profile.loudness * s + 1.5 * rng.standard_normal()

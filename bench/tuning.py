@@ -1,0 +1,135 @@
+"""Tuning benchmarks on the embedded audio corpus (results in docs/benchmarks.md, "Tuning").
+
+1. Pruning: the same number of trials with and without pruning (same sampler seed); best
+   validation UAR and total epochs trained. Target: within 1 point at <= 50% of the epochs.
+2. Workers: trials per hour with 1 and with 2 worker processes (1 torch thread each) on one
+   SQLite study. Throughput is measured from the trials' own start/complete times in the storage,
+   so process start-up (imports) is not counted. Target: >= 1.7x.
+
+    python bench/tuning.py                       # both, modest size
+    python bench/tuning.py --part pruning --trials 16 --epochs 12 --samples 420
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+def run_study(workdir: Path, name: str, args: argparse.Namespace, *extra: str) -> tuple[dict, list]:
+    """One study in ``workdir``: returns the tuner's summary and the study's trials."""
+    import optuna
+    from hydra import compose, initialize_config_dir
+
+    from emoexp.config import CONF_DIR
+    from emoexp.tuning import tune
+    from emoexp.tuning.storage import open_storage
+
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    overrides = [
+        "hparams_search=audio_lstm",
+        f"data.corpus.n_samples={args.samples}",
+        f"data.corpus.n_speakers={args.speakers}",
+        f"trainer.max_epochs={args.epochs}",
+        "trainer.num_sanity_val_steps=0",
+        "callbacks=none",  # no early stopping: epochs saved are the pruner's alone
+        f"hydra.sweeper.n_trials={args.trials}",
+        f"hydra.sweeper.study_name={name}",
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweeper.sampler.n_startup_trials={args.startup}",
+        f"paths.output_dir={workdir / name}",
+        f"paths.cache_dir={args.cache_dir}",
+        f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
+        "tuner.final_run=false",
+        "tuner.threads_per_worker=1",
+        *extra,
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="tune", overrides=overrides, return_hydra_config=True)
+        summary = tune(cfg, overrides)
+    trials = optuna.load_study(study_name=name, storage=open_storage(storage)).trials
+    return summary, trials
+
+
+def _best(trials: list) -> float:
+    return max((t.value for t in trials if t.state.name == "COMPLETE"), default=float("nan"))
+
+
+def _epochs(trials: list) -> int:
+    return sum(int(t.user_attrs.get("epochs", 0)) for t in trials)
+
+
+def _trials_per_hour(trials: list) -> float:
+    finished = [t for t in trials if t.datetime_complete is not None]
+    span = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds()
+    return 3600.0 * len(finished) / span
+
+
+def bench_pruning(workdir: Path, args: argparse.Namespace) -> dict:
+    rows = {}
+    for label, pruner in (("no pruning", "none"), (f"pruner={args.pruner}", args.pruner)):
+        start = time.perf_counter()
+        _, trials = run_study(workdir, f"prune-{pruner}", args, f"pruner={pruner}")
+        rows[label] = {
+            "best_val_uar": _best(trials),
+            "epochs": _epochs(trials),
+            "pruned": sum(t.state.name == "PRUNED" for t in trials),
+            "wall_s": time.perf_counter() - start,
+        }
+    base, pruned = rows["no pruning"], rows[f"pruner={args.pruner}"]
+    rows["ratio"] = {
+        "best_delta_points": 100 * (pruned["best_val_uar"] - base["best_val_uar"]),
+        "epochs_fraction": pruned["epochs"] / max(1, base["epochs"]),
+    }
+    return rows
+
+
+def bench_workers(workdir: Path, args: argparse.Namespace) -> dict:
+    rows = {}
+    for workers in (1, 2):
+        start = time.perf_counter()
+        _, trials = run_study(workdir, f"workers-{workers}", args, "pruner=none", f"tuner.n_workers={workers}")
+        rows[f"{workers} worker(s)"] = {
+            "trials_per_hour": _trials_per_hour(trials),
+            "trials": len(trials),
+            "wall_s": time.perf_counter() - start,
+        }
+    rows["speedup"] = rows["2 worker(s)"]["trials_per_hour"] / rows["1 worker(s)"]["trials_per_hour"]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("pruning", "workers", "all"), default="all")
+    parser.add_argument("--trials", type=int, default=10, help="trials per study")
+    parser.add_argument("--epochs", type=int, default=8, help="trainer.max_epochs")
+    parser.add_argument("--samples", type=int, default=252, help="embedded audio clips")
+    parser.add_argument("--speakers", type=int, default=6)
+    parser.add_argument("--startup", type=int, default=4, help="TPE random start-up trials")
+    parser.add_argument("--pruner", default="successive_halving", help="pruner config to compare")
+    parser.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "emoexp-bench-cache"))
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+    results = {"settings": vars(args), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="emoexp-bench-tuning-") as tmp:
+        if args.part in ("pruning", "all"):
+            results["pruning"] = bench_pruning(Path(tmp), args)
+        if args.part in ("workers", "all"):
+            results["workers"] = bench_workers(Path(tmp), args)
+    results["load_avg_end"] = os.getloadavg()
+    text = json.dumps(results, indent=2, default=str)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
