@@ -69,7 +69,9 @@ def _epochs(trials: list) -> int:
 
 def _trials_per_hour(trials: list) -> float:
     finished = [t for t in trials if t.datetime_complete is not None]
-    span = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds()
+    span = (
+        max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)
+    ).total_seconds()
     return 3600.0 * len(finished) / span
 
 
@@ -96,7 +98,9 @@ def bench_workers(workdir: Path, args: argparse.Namespace) -> dict:
     rows = {}
     for workers in (1, 2):
         start = time.perf_counter()
-        _, trials = run_study(workdir, f"workers-{workers}", args, "pruner=none", f"tuner.n_workers={workers}")
+        _, trials = run_study(
+            workdir, f"workers-{workers}", args, "pruner=none", f"tuner.n_workers={workers}"
+        )
         rows[f"{workers} worker(s)"] = {
             "trials_per_hour": _trials_per_hour(trials),
             "trials": len(trials),
@@ -107,7 +111,9 @@ def bench_workers(workdir: Path, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--part", choices=("pruning", "workers", "all"), default="all")
     parser.add_argument("--trials", type=int, default=10, help="trials per study")
     parser.add_argument("--epochs", type=int, default=8, help="trainer.max_epochs")

@@ -18,13 +18,17 @@ SCHEMES = group_options("label_scheme")
 # Which models each modality supports: the contract the configs must keep.
 SKLEARN_MODELS = {"svm", "decision_tree", "random_forest", "logistic_regression"}
 EXPECTED = {
-    "audio": {"lstm", "cnn", "timm", *SKLEARN_MODELS},
-    "text": {"lstm", "transformer", *SKLEARN_MODELS},
+    "audio": {"lstm", "cnn", "timm", "wav2vec2", *SKLEARN_MODELS},
+    "text": {"lstm", "transformer", "minilm", *SKLEARN_MODELS},
     "visual": {"cnn", "timm", *SKLEARN_MODELS},
     "multimodal": {"early_fusion", "attention_fusion"},
 }
-# Featurizer kwargs of each modality, as MultimodalFeatures.net_kwargs() hands them to a fusion net's encoders.
-MODALITY_KWARGS = {"audio": {"input_size": 40}, "visual": {"in_chans": 1}, "text": {"vocab_size": 100, "max_length": 48}}
+# Featurizer kwargs per modality, as MultimodalFeatures.net_kwargs() hands them to a fusion net's encoders.
+MODALITY_KWARGS = {
+    "audio": {"input_size": 40},
+    "visual": {"in_chans": 1},
+    "text": {"vocab_size": 100, "max_length": 48},
+}
 # Label schemes a scikit-learn model serves (classifier or regressor); the others are rejected.
 SKLEARN_SCHEMES = {"ekman6", "ekman7", "iemocap4", "valence_arousal"}
 
@@ -89,8 +93,9 @@ def test_every_combination_composes_and_binds_or_is_rejected(compose, modality, 
                     resolved["model"]["net"]["_target_"].rpartition(".")[2])).parameters}
         _bind("model.net", resolved["model"]["net"], net_kwargs)
         for name, encoder in (resolved["model"]["net"].get("encoders") or {}).items():
-            # Fusion encoders are factories: they must bind once given the head width and their modality's kwargs.
-            _bind(f"model.net.encoders.{name}", {**encoder, "_partial_": False}, {"num_outputs": 7, **MODALITY_KWARGS[name]})
+            # Fusion encoders are factories: they bind once given the head width and their modality's kwargs.
+            extra = {"num_outputs": 7, **MODALITY_KWARGS[name]}
+            _bind(f"model.net.encoders.{name}", {**encoder, "_partial_": False}, extra)
     for key in ("label_scheme", "protocol"):
         node = resolved[key]
         for path, sub in _targets(node, key):

@@ -47,11 +47,11 @@ MODELS: dict[str, tuple[str, list[str]]] = {
     ),
     "lstm": (
         "BiLSTM (2x128) on 40-MFCC frame sequences",
-        ["model=lstm", "model.features.audio.max_seconds=2.0"],
+        ["model=lstm", "+model.features.audio.max_seconds=2.0"],
     ),
     "cnn": (
         "CNN (32-64-128) on 40-band log-mel spectrograms",
-        ["model=cnn", "model.features.audio.max_seconds=2.0", "model.features.audio.n_mels=40"],
+        ["model=cnn", "+model.features.audio.max_seconds=2.0", "model.features.audio.n_mels=40"],
     ),
 }
 

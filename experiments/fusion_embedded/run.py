@@ -34,8 +34,13 @@ EXPERIMENT = "fusion_embedded"
 UNIMODAL = {
     "audio": ["model=lstm", "model.net.hidden_size=64", "model.net.num_layers=1", "model.net.dropout=0.2"],
     "visual": ["model=cnn", "model.net.channels=[16,32,64]", "model.net.dropout=0.2"],
-    "text": ["model=lstm", "model.net.hidden_size=64", "model.net.num_layers=1", "model.net.dropout=0.2",
-             "model.net.embedding_dim=64"],
+    "text": [
+        "model=lstm",
+        "model.net.hidden_size=64",
+        "model.net.num_layers=1",
+        "model.net.dropout=0.2",
+        "++model.net.embedding_dim=64",
+    ],
 }
 JOINT = ("early_fusion", "attention_fusion")
 LATE = ("soft", "stacking")
@@ -52,13 +57,16 @@ def compose(overrides: list[str]):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--n-samples", type=int, default=420, help="corpus size (the default data has 840)")
     parser.add_argument("--epochs", type=int, default=12, help="max epochs (early stopping on val/uar)")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{HERE / 'mlflow.db'}")
     parser.add_argument("--cache-dir", default=None, help="data/feature cache (default $EMOEXP_CACHE_DIR)")
     parser.add_argument("--compare-only", action="store_true", help="skip training; rebuild the report")
+    parser.add_argument("--output-dir", type=Path, default=HERE, help="where report.md/results.md go")
     args = parser.parse_args()
 
     from emoexp import compare, ensemble
@@ -74,7 +82,6 @@ def main() -> None:
         "tracking.log_checkpoint=false",
         f"tracking.uri={args.tracking_uri}",
         f"tracking.experiment={EXPERIMENT}",
-        f"paths.output_dir={HERE / 'outputs'}",
         "num_threads=1",
     ]
     if args.cache_dir:
@@ -84,25 +91,47 @@ def main() -> None:
         for seed in args.seeds:
             unimodal = []
             for modality, overrides in UNIMODAL.items():
-                cfg = compose([*common, f"modality={modality}", *overrides, f"seed={seed}"])
+                out = f"paths.output_dir={args.output_dir / 'outputs' / f'{modality}-s{seed}'}"
+                cfg = compose([*common, f"modality={modality}", *overrides, f"seed={seed}", out])
                 metrics = train(cfg)
                 unimodal.append(_latest_run_id(args.tracking_uri, modality, seed))
-                print(f"[{time.time() - started:6.0f}s] seed {seed} {modality}: test/uar={metrics['test/uar']:.3f}")
+                print(
+                    f"[{time.time() - started:6.0f}s] seed {seed} {modality}: "
+                    f"test/uar={metrics['test/uar']:.3f}"
+                )
             for method in LATE:
-                result = ensemble.run(ensemble.EnsembleOptions(
-                    runs=unimodal, method=method, name=f"late-{method}-s{seed}", log_experiment=EXPERIMENT,
-                    tracking_uri=args.tracking_uri))
-                print(f"[{time.time() - started:6.0f}s] seed {seed} late {method}: "
-                      f"test/uar={result['ensemble'].metrics['test/uar']:.3f}")
+                result = ensemble.run(
+                    ensemble.EnsembleOptions(
+                        runs=unimodal,
+                        method=method,
+                        name=f"late-{method}-s{seed}",
+                        log_experiment=EXPERIMENT,
+                        tracking_uri=args.tracking_uri,
+                    )
+                )
+                print(
+                    f"[{time.time() - started:6.0f}s] seed {seed} late {method}: "
+                    f"test/uar={result['ensemble'].metrics['test/uar']:.3f}"
+                )
             for model in JOINT:
-                cfg = compose([*common, "modality=multimodal", f"model={model}", f"seed={seed}"])
+                out = f"paths.output_dir={args.output_dir / 'outputs' / f'{model}-s{seed}'}"
+                cfg = compose([*common, "modality=multimodal", f"model={model}", f"seed={seed}", out])
                 metrics = train(cfg)
-                print(f"[{time.time() - started:6.0f}s] seed {seed} {model}: test/uar={metrics['test/uar']:.3f}")
-    result = compare.run(compare.CompareOptions(
-        name=EXPERIMENT, experiment=[EXPERIMENT], group_by=["modality", "model"], output_dir=str(HERE),
-        tracking_uri=args.tracking_uri, log_experiment=EXPERIMENT + "-comparisons"))
+                print(
+                    f"[{time.time() - started:6.0f}s] seed {seed} {model}: test/uar={metrics['test/uar']:.3f}"
+                )
+    result = compare.run(
+        compare.CompareOptions(
+            name=EXPERIMENT,
+            experiment=[EXPERIMENT],
+            group_by=["modality", "model"],
+            output_dir=str(args.output_dir),
+            tracking_uri=args.tracking_uri,
+            log_experiment=EXPERIMENT + "-comparisons",
+        )
+    )
     write_results(result["comparison"], args, time.time() - started)
-    print(f"report: {result['paths']['markdown']}; results: {HERE / 'results.md'}")
+    print(f"report: {result['paths']['markdown']}; results: {args.output_dir / 'results.md'}")
 
 
 def _latest_run_id(tracking_uri: str, modality: str, seed: int) -> str:
@@ -112,7 +141,8 @@ def _latest_run_id(tracking_uri: str, modality: str, seed: int) -> str:
     experiment = client.get_experiment_by_name(EXPERIMENT)
     [run] = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.modality = '{modality}' AND tags.seed = '{seed}' AND attributes.status = 'FINISHED'",
+        filter_string=f"tags.modality = '{modality}' AND tags.seed = '{seed}' "
+        "AND attributes.status = 'FINISHED'",
         order_by=["start_time DESC"],
         max_results=1,
     )
@@ -120,7 +150,7 @@ def _latest_run_id(tracking_uri: str, modality: str, seed: int) -> str:
 
 
 def write_results(comparison, args, seconds: float) -> None:
-    """results.md: the leaderboard, significance against the best system, and robustness to a missing modality."""
+    """results.md: the leaderboard, tests against the best system, robustness to a missing modality."""
     import numpy as np
     import pandas as pd
 
@@ -147,21 +177,32 @@ def write_results(comparison, args, seconds: float) -> None:
         )
     best = board["system"].iloc[0]
     pairs = comparison.pairwise
-    lines += ["", f"## Against the best system ({best})", "",
-              "Paired bootstrap over the shared test samples of the matched seeds and McNemar (largest p over "
-              "seeds), both Holm-corrected over all pairs; Wilcoxon over the 3 seeds cannot reach p < 0.05.", "",
-              "| other system | delta | 95% CI | p bootstrap (Holm) | p McNemar (Holm) | significant |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"## Against the best system ({best})",
+        "",
+        "Paired bootstrap over the shared test samples of the matched seeds and McNemar (largest p over "
+        "seeds), both Holm-corrected over all pairs; Wilcoxon over the 3 seeds cannot reach p < 0.05.",
+        "",
+        "| other system | delta | 95% CI | p bootstrap (Holm) | p McNemar (Holm) | significant |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in pairs[(pairs["A"] == best) | (pairs["B"] == best)].itertuples():
-        sign = 1 if row.A == best else -1
-        other = row.B if row.A == best else row.A
+        sign = 1 if best == row.A else -1
+        other = row.B if best == row.A else row.A
         low, high = sorted((sign * row.ci_low, sign * row.ci_high))
-        lines.append(f"| {other} | {sign * row.sample_delta:+.3f} | [{low:+.3f}, {high:+.3f}] | "
-                     f"{row.p_bootstrap_holm:.4f} | {row.p_mcnemar_holm:.4f} | {'yes' if row.significant else 'no'} |")
+        lines.append(
+            f"| {other} | {sign * row.sample_delta:+.3f} | [{low:+.3f}, {high:+.3f}] | "
+            f"{row.p_bootstrap_holm:.4f} | {row.p_mcnemar_holm:.4f} | {'yes' if row.significant else 'no'} |"
+        )
     if comparison.ranks is not None:
         r = comparison.ranks
-        lines += ["", f"Friedman over {r['blocks']} blocks ({r['block_kind']}): chi2 = {r['friedman'].statistic:.2f}, "
-                  f"p = {r['friedman'].p_value:.4f}; Nemenyi critical difference {r['critical_difference']:.2f} ranks."]
+        lines += [
+            "",
+            f"Friedman over {r['blocks']} blocks ({r['block_kind']}): chi2 = {r['friedman'].statistic:.2f}, "
+            f"p = {r['friedman'].p_value:.4f}; Nemenyi critical difference "
+            f"{r['critical_difference']:.2f} ranks.",
+        ]
     robustness = []
     for system in comparison.systems:
         values = {}
@@ -172,15 +213,27 @@ def write_results(comparison, args, seconds: float) -> None:
                     values.setdefault(modality, []).append(unit.metrics[key])
         if values:
             full = float(np.mean(list(system.values(comparison.metric, comparison.scorer).values())))
-            robustness.append({"system": system.name, "all modalities": full,
-                               **{f"without {m}": float(np.mean(v)) for m, v in values.items()}})
+            robustness.append(
+                {
+                    "system": system.name,
+                    "all modalities": full,
+                    **{f"without {m}": float(np.mean(v)) for m, v in values.items()},
+                }
+            )
     if robustness:
         frame = pd.DataFrame(robustness)
-        lines += ["", f"## Joint fusion with a modality missing ({comparison.metric}, mean over seeds)", "",
-                  "| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+        lines += [
+            "",
+            f"## Joint fusion with a modality missing ({comparison.metric}, mean over seeds)",
+            "",
+            "| " + " | ".join(frame.columns) + " |",
+            "|" + "---|" * len(frame.columns),
+        ]
         for row in frame.itertuples(index=False):
-            lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
-    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+            lines.append(
+                "| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |"
+            )
+    (args.output_dir / "results.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

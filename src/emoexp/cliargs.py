@@ -96,7 +96,9 @@ def parse(cls: type[T], argv: Sequence[str], prog: str, description: str) -> T:
     missing = [
         f.name
         for f in dataclasses.fields(cls)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and f.name not in values
     ]
     if missing:
         raise UsageError(f"{prog}: missing required option(s) {missing}; e.g. {missing[0]}=... (see --help).")

@@ -33,23 +33,43 @@ class CompareOptions:
         default_factory=list, metadata={"help": "MLflow experiment name(s), comma-separated (default: all)."}
     )
     filter: str = field(
-        default="", metadata={"help": "Tag filters, e.g. 'modality=audio label_scheme=ekman7 model=lstm,cnn seed!=0'."}
+        default="",
+        metadata={"help": "Tag filters, e.g. 'modality=audio label_scheme=ekman7 model=lstm,cnn seed!=0'."},
     )
-    where: str = field(default="", metadata={"help": "Extra raw MLflow filter string, e.g. \"params.`trainer.max_epochs` = '30'\"."})
-    runs: list[str] = field(default_factory=list, metadata={"help": "Explicit run ids (comma-separated) instead of a search."})
+    where: str = field(
+        default="",
+        metadata={"help": "Extra raw MLflow filter string, e.g. \"params.`trainer.max_epochs` = '30'\"."},
+    )
+    runs: list[str] = field(
+        default_factory=list, metadata={"help": "Explicit run ids (comma-separated) instead of a search."}
+    )
     group_by: list[str] = field(
         default_factory=lambda: ["model"],
-        metadata={"help": "Tags that define a system, e.g. model | modality,model | transfer | ensemble.method."},
+        metadata={
+            "help": "Tags that define a system, e.g. model | modality,model | transfer | ensemble.method."
+        },
     )
-    metric: str = field(default="", metadata={"help": "Headline metric (default: test/<monitor>, e.g. test/uar)."})
-    extra_metrics: list[str] = field(default_factory=list, metadata={"help": "More metrics for the leaderboard."})
+    metric: str = field(
+        default="", metadata={"help": "Headline metric (default: test/<monitor>, e.g. test/uar)."}
+    )
+    extra_metrics: list[str] = field(
+        default_factory=list, metadata={"help": "More metrics for the leaderboard."}
+    )
     alpha: float = field(default=0.05, metadata={"help": "Significance level."})
-    correction: str = field(default="holm", metadata={"help": "Multiple-comparison correction (statsmodels method)."})
+    correction: str = field(
+        default="holm", metadata={"help": "Multiple-comparison correction (statsmodels method)."}
+    )
     n_resamples: int = field(default=2000, metadata={"help": "Bootstrap resamples."})
-    output_dir: str = field(default="", metadata={"help": "Where to write the report (default experiments/<name>)."})
+    output_dir: str = field(
+        default="", metadata={"help": "Where to write the report (default experiments/<name>)."}
+    )
     log: bool = field(default=True, metadata={"help": "Log the report as an MLflow comparison run."})
-    log_experiment: str = field(default="emoexp-comparisons", metadata={"help": "Experiment of the comparison run."})
-    tracking_uri: str = field(default="", metadata={"help": "MLflow store (default $MLFLOW_TRACKING_URI or ./mlflow.db)."})
+    log_experiment: str = field(
+        default="emoexp-comparisons", metadata={"help": "Experiment of the comparison run."}
+    )
+    tracking_uri: str = field(
+        default="", metadata={"help": "MLflow store (default $MLFLOW_TRACKING_URI or ./mlflow.db)."}
+    )
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[\w.-]+", self.name):
@@ -72,7 +92,9 @@ def run(options: CompareOptions) -> dict[str, object]:
     from emoexp.comparison import analysis, report, runs
 
     client = runs.client_for(options.tracking_uri or None)
-    selected = runs.select_runs(client, options.experiment, options.filter, options.where or None, options.runs)
+    selected = runs.select_runs(
+        client, options.experiment, options.filter, options.where or None, options.runs
+    )
     comparison = analysis.compare(
         client,
         selected,
@@ -90,7 +112,9 @@ def run(options: CompareOptions) -> dict[str, object]:
     paths = report.write_report(document, folder)
     run_id = None
     if options.log:
-        run_id = report.log_comparison(client, options.log_experiment, options.name, folder, comparison, selection)
+        run_id = report.log_comparison(
+            client, options.log_experiment, options.name, folder, comparison, selection
+        )
     return {"comparison": comparison, "paths": paths, "run_id": run_id}
 
 

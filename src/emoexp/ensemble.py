@@ -28,28 +28,41 @@ class EnsembleOptions:
     """Options of ``python -m emoexp.ensemble``."""
 
     runs: list[str] = field(default_factory=list, metadata={"help": "Member run ids, comma-separated."})
-    experiment: list[str] = field(default_factory=list, metadata={"help": "Experiments to pick top_k members from."})
-    filter: str = field(default="", metadata={"help": "Tag filters for top_k, e.g. 'modality=audio label_scheme=ekman7'."})
+    experiment: list[str] = field(
+        default_factory=list, metadata={"help": "Experiments to pick top_k members from."}
+    )
+    filter: str = field(
+        default="", metadata={"help": "Tag filters for top_k, e.g. 'modality=audio label_scheme=ekman7'."}
+    )
     top_k: int = field(default=0, metadata={"help": "Use the k best runs by select_by (instead of runs=)."})
-    select_by: str = field(default="", metadata={"help": "Validation metric for top_k (default val/<monitor>_best)."})
+    select_by: str = field(
+        default="", metadata={"help": "Validation metric for top_k (default val/<monitor>_best)."}
+    )
     method: str = field(default="soft", metadata={"help": f"One of {list(METHODS)}."})
     name: str = field(default="", metadata={"help": "Run name (default ensemble-<method>-<k>)."})
     log_experiment: str = field(
-        default="", metadata={"help": "Experiment of the new run (default: the members' one, else emoexp-ensembles)."}
+        default="",
+        metadata={"help": "Experiment of the new run (default: the members' one, else emoexp-ensembles)."},
     )
     log: bool = field(default=True, metadata={"help": "Log the ensemble as an MLflow run."})
-    tracking_uri: str = field(default="", metadata={"help": "MLflow store (default $MLFLOW_TRACKING_URI or ./mlflow.db)."})
+    tracking_uri: str = field(
+        default="", metadata={"help": "MLflow store (default $MLFLOW_TRACKING_URI or ./mlflow.db)."}
+    )
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is unknown; choose one of {list(METHODS)}.")
         if bool(self.runs) == bool(self.top_k):
-            raise ValueError("give either runs=<id>,<id>,... or top_k=<k> (with experiment=/filter=), not both or none.")
+            raise ValueError(
+                "give either runs=<id>,<id>,... or top_k=<k> (with experiment=/filter=), not both or none."
+            )
         if self.top_k == 1:
             raise ValueError("top_k=1 is a single run, not an ensemble; use top_k >= 2.")
         if self.select_by and not self.select_by.startswith("val/"):
-            raise ValueError(f"select_by={self.select_by!r}: members are chosen on validation metrics only "
-                             "(the test split is locked); e.g. select_by=val/uar_best.")
+            raise ValueError(
+                f"select_by={self.select_by!r}: members are chosen on validation metrics only "
+                "(the test split is locked); e.g. select_by=val/uar_best."
+            )
 
 
 def select_members(client, options: EnsembleOptions) -> list:
@@ -60,7 +73,9 @@ def select_members(client, options: EnsembleOptions) -> list:
     if options.runs:
         return [selection.get_run(client, run_id) for run_id in options.runs]
     candidates = [
-        r for r in selection.select_runs(client, options.experiment, options.filter) if r.tags.get("ensemble") != "true"
+        r
+        for r in selection.select_runs(client, options.experiment, options.filter)
+        if r.tags.get("ensemble") != "true"
     ]
     if not candidates:
         raise selection.RunSelectionError("no finished run matches experiment=/filter=; nothing to ensemble.")
@@ -82,8 +97,11 @@ def run(options: EnsembleOptions) -> dict[str, object]:
     ensemble = builder.build(client, members, options.method)
     run_id = None
     if options.log:
-        selection = {"ensemble.top_k": options.top_k or None, "ensemble.select_by": options.select_by or None,
-                     "ensemble.filter": options.filter or None}
+        selection = {
+            "ensemble.top_k": options.top_k or None,
+            "ensemble.select_by": options.select_by or None,
+            "ensemble.filter": options.filter or None,
+        }
         run_id = builder.log_ensemble(
             client,
             ensemble,
@@ -102,9 +120,15 @@ def main(argv: Sequence[str]) -> dict[str, object]:
     for member in ensemble.members:
         run_ = member.run
         monitor = ensemble.scheme.monitor.replace("val/", "test/")
-        print(f"member {run_.run_id}  {run_.tags.get('modality')}/{run_.tags.get('model')} seed={run_.seed}  "
-              f"{monitor}={run_.metrics.get(monitor, float('nan')):.4f}")
-    summary = (k for k in ensemble.metrics if k.startswith("test/") and not k.endswith(("_std", "_ci_low", "_ci_high")))
+        print(
+            f"member {run_.run_id}  {run_.tags.get('modality')}/{run_.tags.get('model')} seed={run_.seed}  "
+            f"{monitor}={run_.metrics.get(monitor, float('nan')):.4f}"
+        )
+    summary = (
+        k
+        for k in ensemble.metrics
+        if k.startswith("test/") and not k.endswith(("_std", "_ci_low", "_ci_high"))
+    )
     for key in sorted(summary):
         print(f"ensemble {key} = {ensemble.metrics[key]:.4f}")
     if result["run_id"]:

@@ -35,15 +35,23 @@ class ModelNotFoundError(LookupError):
 class PredictOptions:
     """Options of ``python -m emoexp.predict``."""
 
-    run_id: str = field(metadata={"help": "The MLflow run whose model predicts (a holdout run or one fold run)."})
+    run_id: str = field(
+        metadata={"help": "The MLflow run whose model predicts (a holdout run or one fold run)."}
+    )
     input: str = field(metadata={"help": "A text, a file (.wav/.png/.txt/.csv), or a folder."})
-    output: str = field(default="", metadata={"help": "CSV to write (default outputs/predict/<run>-<time>.csv)."})
+    output: str = field(
+        default="", metadata={"help": "CSV to write (default outputs/predict/<run>-<time>.csv)."}
+    )
     batch_size: int = field(default=64, metadata={"help": "Inputs per forward pass."})
-    tracking_uri: str = field(default="", metadata={"help": "MLflow store (default $MLFLOW_TRACKING_URI or ./mlflow.db)."})
+    tracking_uri: str = field(
+        default="", metadata={"help": "MLflow store (default $MLFLOW_TRACKING_URI or ./mlflow.db)."}
+    )
 
     def __post_init__(self) -> None:
         if not self.run_id.strip():
-            raise ValueError("run_id is empty; copy a run id from the MLflow UI or `python -m emoexp.compare`.")
+            raise ValueError(
+                "run_id is empty; copy a run id from the MLflow UI or `python -m emoexp.compare`."
+            )
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be at least 1.")
 
@@ -80,7 +88,8 @@ def model_folder(client: Any, run_id: str) -> Path:
     # models through the process-wide tracking URI, which need not be this store.
     experiment_id = client.get_run(run_id).info.experiment_id
     models = [
-        m for m in client.search_logged_models([experiment_id], filter_string=f"name = '{MODEL_NAME}'")
+        m
+        for m in client.search_logged_models([experiment_id], filter_string=f"name = '{MODEL_NAME}'")
         if m.source_run_id == run_id
     ]
     try:
@@ -88,7 +97,11 @@ def model_folder(client: Any, run_id: str) -> Path:
             raise MlflowException(f"no logged model named {MODEL_NAME!r}")
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=models[-1].artifact_location))
     except (MlflowException, OSError) as error:
-        reason = "it failed before testing" if run.tags.get("error") else "it was trained with tracking.log_model=false"
+        reason = (
+            "it failed before testing"
+            if run.tags.get("error")
+            else "it was trained with tracking.log_model=false"
+        )
         raise ModelNotFoundError(
             f"run {run_id} ({run.name}) has no logged model ({reason}, or it predates model logging); "
             "retrain it, or pick another run."
@@ -96,7 +109,11 @@ def model_folder(client: Any, run_id: str) -> Path:
     flavor = mlflow.models.Model.load(str(local)).flavors.get("python_function", {})
     bundle = flavor.get("artifacts", {}).get(BUNDLE_KEY, {}).get("path")
     if bundle is None:
-        kind = "a scikit-learn pipeline" if "sklearn" in mlflow.models.Model.load(str(local)).flavors else "not an emoexp model"
+        kind = (
+            "a scikit-learn pipeline"
+            if "sklearn" in mlflow.models.Model.load(str(local)).flavors
+            else "not an emoexp model"
+        )
         raise ModelNotFoundError(
             f"run {run_id}'s model is {kind}; load it with mlflow.pyfunc.load_model('runs:/{run_id}/model')."
         )
@@ -116,27 +133,37 @@ def predict(options: PredictOptions) -> dict[str, Any]:
 
     client = client_for(options.tracking_uri or None)
     predictor = Predictor.from_folder(model_folder(client, options.run_id), options.batch_size)
-    manifest, skipped = read_inputs(options.input, predictor.modality, predictor.input_columns, options.run_id)
+    manifest, skipped = read_inputs(
+        options.input, predictor.modality, predictor.input_columns, options.run_id
+    )
     predictions, failures = predictor.predict(manifest)
     failures = [*skipped, *failures]
     if predictions.empty:
         details = "; ".join(f"{f.id}: {f.reason}" for f in failures[:5])
         raise InputError(f"no input could be predicted ({len(failures)} failed): {details}")
-    output = Path(options.output or Path("outputs") / "predict" / f"{options.run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}.csv")
+    output = Path(
+        options.output
+        or Path("outputs") / "predict" / f"{options.run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     predictions.to_csv(output, index=False)
     if failures:
-        pd.DataFrame([f.__dict__ for f in failures]).to_csv(output.with_name(output.stem + "_failures.csv"), index=False)
+        pd.DataFrame([f.__dict__ for f in failures]).to_csv(
+            output.with_name(output.stem + "_failures.csv"), index=False
+        )
     return {"predictions": predictions, "failures": failures, "output": output, "predictor": predictor}
 
 
 def _show(predictions: pd.DataFrame, limit: int = 50) -> str:
-    columns = [c for c in predictions.columns if c in ("id", "prediction", "confidence", "valence", "arousal")]
+    columns = [
+        c for c in predictions.columns if c in ("id", "prediction", "confidence", "valence", "arousal")
+    ]
     probs = [c for c in predictions.columns if c.startswith("prob_")]
     table = predictions[columns].copy()
     if probs:
         top = predictions[probs].apply(
-            lambda row: ", ".join(f"{k.removeprefix('prob_')} {v:.2f}" for k, v in row.nlargest(3).items()), axis=1
+            lambda row: ", ".join(f"{k.removeprefix('prob_')} {v:.2f}" for k, v in row.nlargest(3).items()),
+            axis=1,
         )
         table["top probabilities"] = top
     with pd.option_context("display.max_colwidth", 60, "display.width", 160):

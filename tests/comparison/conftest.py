@@ -23,7 +23,9 @@ from emoexp.labels.emotions import EKMAN7
 from emoexp.tracking.store import ensure_experiment
 
 
-def synthetic_predictions(skill: float, seed: int, n_val: int = 70, n_test: int = 105, salt: str = "") -> pd.DataFrame:
+def synthetic_predictions(
+    skill: float, seed: int, n_val: int = 70, n_test: int = 105, salt: str = ""
+) -> pd.DataFrame:
     """Validation and test predictions of a classifier that is right with probability ``skill``."""
     rng = np.random.default_rng(zlib.crc32(f"{salt}-{seed}-{skill}".encode()))
     n = n_val + n_test
@@ -51,7 +53,11 @@ def synthetic_predictions(skill: float, seed: int, n_val: int = 70, n_test: int 
 def synthetic_regression(noise: float, seed: int = 0, n_val: int = 60, n_test: int = 90) -> pd.DataFrame:
     """Valence/arousal predictions: the truth plus Gaussian noise of scale ``noise``, clipped to [-1, 1]."""
     truth = np.random.default_rng(0).uniform(-1, 1, (n_val + n_test, 2))
-    pred = np.clip(truth + np.random.default_rng(zlib.crc32(f"{noise}-{seed}".encode())).normal(0, noise, truth.shape), -1, 1)
+    pred = np.clip(
+        truth + np.random.default_rng(zlib.crc32(f"{noise}-{seed}".encode())).normal(0, noise, truth.shape),
+        -1,
+        1,
+    )
     return pd.DataFrame(
         {
             "split": ["val"] * n_val + ["test"] * n_test,
@@ -145,5 +151,50 @@ def log_run(tracking_uri: str) -> Callable[..., str]:
             client.log_artifact(run_id, str(Path(tmp) / "config.yaml"))
         client.set_terminated(run_id, "FINISHED")
         return run_id
+
+    return _log
+
+
+@pytest.fixture
+def log_cv_run(log_run: Callable[..., str], tracking_uri: str) -> Callable[..., str]:
+    """``log_cv_run(model=..., skill=..., folds=3) -> parent run id``: a cross-validated run and its fold runs.
+
+    The parent holds the out-of-fold predictions (with a ``fold`` column), each fold run its own
+    metrics, as ``fit_cross_validated`` logs them.
+    """
+
+    def _log(model: str = "lstm", seed: int = 0, skill: float = 0.6, folds: int = 3) -> str:
+        frames = []
+        for k in range(folds):
+            part = synthetic_predictions(skill, seed=seed * 100 + k, n_val=30, n_test=40, salt=model)
+            # Every sample is a test sample in exactly one fold; validation ids repeat across folds.
+            part["id"] = [
+                f"emb-{k}-{i:04d}" if s == "test" else f"val-{k}-{i:04d}" for i, s in enumerate(part["split"])
+            ]
+            frames.append(part.assign(fold=f"fold{k}"))
+        oof = pd.concat(frames, ignore_index=True)
+        parent = log_run(model=model, seed=seed, predictions=oof.drop(columns="fold"), protocol="kfold")
+        client = mlflow.MlflowClient(tracking_uri)
+        local = client.download_artifacts(parent, "predictions.csv")
+        Path(local).write_text(oof.to_csv(index=False))
+        client.log_artifact(parent, local)
+        experiment = client.get_run(parent).info.experiment_id
+        for k, part in enumerate(frames):
+            child = client.create_run(
+                experiment,
+                run_name=f"{model}-fold{k}",
+                tags={
+                    "mlflow.parentRunId": parent,
+                    "fold": f"fold{k}",
+                    "model": model,
+                    "seed": str(seed),
+                    "label_scheme": "ekman7",
+                },
+            ).info.run_id
+            client.log_batch(
+                child, metrics=[mlflow.entities.Metric(k_, v, 0, 0) for k_, v in _metrics(part).items()]
+            )
+            client.set_terminated(child, "FINISHED")
+        return parent
 
     return _log

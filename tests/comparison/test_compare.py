@@ -20,7 +20,9 @@ def test_numpy_scores_match_scikit_learn():
     assert classification_score("f1_macro", true, pred, 7) == pytest.approx(
         f1_score(true, pred, average="macro", zero_division=0)
     )
-    assert classification_score("f1_weighted", true, pred, 7) == pytest.approx(f1_score(true, pred, average="weighted"))
+    assert classification_score("f1_weighted", true, pred, 7) == pytest.approx(
+        f1_score(true, pred, average="weighted")
+    )
     assert classification_score("precision_macro", true, pred, 7) == pytest.approx(
         precision_score(true, pred, average="macro", zero_division=0)
     )
@@ -53,8 +55,14 @@ def test_compare_report_statistics_and_comparison_run(log_run, tracking_uri, tmp
         log_run(model="weak_too", seed=seed, skill=0.35)
     out = tmp_path / "report"
     result = compare.main(
-        [f"tracking_uri={tracking_uri}", "name=test-cmp", "experiment=emoexp-audio", "filter=label_scheme=ekman7",
-         f"output_dir={out}", "n_resamples=300"]
+        [
+            f"tracking_uri={tracking_uri}",
+            "name=test-cmp",
+            "experiment=emoexp-audio",
+            "filter=label_scheme=ekman7",
+            f"output_dir={out}",
+            "n_resamples=300",
+        ]
     )
     comparison = result["comparison"]
     board = comparison.leaderboard
@@ -68,17 +76,34 @@ def test_compare_report_statistics_and_comparison_run(log_run, tracking_uri, tmp
     assert strong_weak["p_bootstrap_holm"] < 0.05 and strong_weak["p_mcnemar_holm"] < 0.05
     assert strong_weak["p_wilcoxon"] == pytest.approx(0.25)  # 3 pairs, all positive: exact p = 2/8
     assert bool(strong_weak["significant"])
-    weak_pair = pairs.loc[("weak", "weak_too")] if ("weak", "weak_too") in pairs.index else pairs.loc[("weak_too", "weak")]
+    weak_pair = (
+        pairs.loc[("weak", "weak_too")]
+        if ("weak", "weak_too") in pairs.index
+        else pairs.loc[("weak_too", "weak")]
+    )
     assert not bool(weak_pair["significant"])
     assert comparison.ranks is not None and comparison.ranks["block_kind"].startswith("units")
     assert comparison.ranks["mean_ranks"].index[0] == "strong"
 
     markdown = (out / "report.md").read_text()
-    for section in ("Leaderboard", "Is the difference real?", "Friedman", "Confusion matrices", "Per-class F1",
-                    "Per-group metrics", "Calibration"):
+    for section in (
+        "Leaderboard",
+        "Is the difference real?",
+        "Friedman",
+        "Confusion matrices",
+        "Per-class F1",
+        "Per-group metrics",
+        "Calibration",
+    ):
         assert section in markdown, section
-    for figure in ("metric_bars", "confusion_matrices", "per_class_f1", "per_group", "reliability",
-                   "critical_difference"):
+    for figure in (
+        "metric_bars",
+        "confusion_matrices",
+        "per_class_f1",
+        "per_group",
+        "reliability",
+        "critical_difference",
+    ):
         assert (out / "report_files" / f"{figure}.png").stat().st_size > 1000
     assert "data:image/png;base64," in (out / "report.html").read_text()
     assert (out / "report_files" / "tables" / "pairwise.csv").exists()
@@ -99,7 +124,9 @@ def test_compare_single_runs_pairs_them_and_bootstraps_the_interval(log_run, tra
     log_run(model="a", seed=1, skill=0.7)
     log_run(model="b", seed=2, skill=0.7)
     result = compare.run(
-        compare.CompareOptions(tracking_uri=tracking_uri, output_dir=str(tmp_path), log=False, n_resamples=200)
+        compare.CompareOptions(
+            tracking_uri=tracking_uri, output_dir=str(tmp_path), log=False, n_resamples=200
+        )
     )
     comparison = result["comparison"]
     assert (comparison.leaderboard["ci"] == "bootstrap (samples)").all()
@@ -120,3 +147,25 @@ def test_bad_selections_give_clear_errors(log_run, tracking_uri, tmp_path, capsy
     assert "unknown option 'grup_by'" in capsys.readouterr().err
     assert cliargs.run_cli(compare.main, [*base, "filter=label_scheme=ekman7", "metric=test/ccc"]) == 2
     assert "valence/arousal" in capsys.readouterr().err
+
+
+def test_cross_validated_runs_compare_fold_by_fold(log_cv_run, tracking_uri, tmp_path):
+    strong = log_cv_run(model="strong", skill=0.85, folds=6)
+    log_cv_run(model="weak", skill=0.3, folds=6)
+    client = mlflow.MlflowClient(tracking_uri)
+    selected = run_selection.select_runs(client, ["emoexp-audio"])
+    assert len(selected) == 2 and all(len(r.children) == 6 for r in selected)
+    result = compare.run(
+        compare.CompareOptions(
+            tracking_uri=tracking_uri, output_dir=str(tmp_path), log=False, n_resamples=300
+        )
+    )
+    comparison = result["comparison"]
+    assert (comparison.leaderboard["units"] == 6).all()
+    row = comparison.pairwise.iloc[0]
+    assert row["A"] == "strong" and row["units"] == 6 and row["samples"] == 6 * 40
+    # Six folds, all in favour of the strong system: the exact two-sided Wilcoxon p is 2 / 2**6.
+    assert row["p_wilcoxon"] == pytest.approx(2 / 64)
+    system = next(s for s in comparison.systems if s.name == "strong")
+    children = {c.run_id for c in run_selection.get_run(client, strong).children}
+    assert {u.run_id for u in system.units.values()} == children

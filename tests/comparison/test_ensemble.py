@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
@@ -30,9 +30,13 @@ def test_an_ensemble_of_identical_members_equals_the_member(log_run, tracking_ur
     original = client.get_run(member)
     predictions = load_predictions(client, result["run_id"])
     reference = frame.sort_values(["split", "id"]).reset_index(drop=True)
-    assert predictions[["split", "id", "target", "prediction"]].equals(reference[["split", "id", "target", "prediction"]])
+    assert predictions[["split", "id", "target", "prediction"]].equals(
+        reference[["split", "id", "target", "prediction"]]
+    )
     if method != "majority":  # majority vote outputs vote shares, not probabilities
-        np.testing.assert_allclose(predictions.filter(like="prob_"), reference.filter(like="prob_"), atol=1e-6)
+        np.testing.assert_allclose(
+            predictions.filter(like="prob_"), reference.filter(like="prob_"), atol=1e-6
+        )
     for name in ("test/uar", "test/accuracy", "test/f1_macro", "val/uar", "val/uar_best"):
         assert logged.data.metrics[name] == pytest.approx(original.data.metrics[name], abs=1e-6), name
     tags = logged.data.tags
@@ -56,7 +60,9 @@ def test_soft_voting_of_different_members_beats_them_and_late_fusion_is_tagged(l
     tags = client.get_run(result["run_id"]).data.tags
     assert tags["modality"] == "multimodal" and tags["fusion"] == "late"
     assert tags["ensemble.member_models"] == "audio/lstm,text/lstm,visual/cnn"
-    assert client.get_experiment(client.get_run(result["run_id"]).info.experiment_id).name == "emoexp-ensembles"
+    assert (
+        client.get_experiment(client.get_run(result["run_id"]).info.experiment_id).name == "emoexp-ensembles"
+    )
 
 
 def test_stacking_never_sees_test_predictions(log_run, tracking_uri, synthetic, monkeypatch):
@@ -87,7 +93,9 @@ def test_stacking_never_sees_test_predictions(log_run, tracking_uri, synthetic, 
         for row in np.round(matrix, 6):
             assert tuple(row) in val_rows and tuple(row) not in test_rows
     # Changing the test labels cannot change the stacked test predictions.
-    relabelled = [f.assign(target=np.where(f["split"] == "test", synthetic.classes[0], f["target"])) for f in frames]
+    relabelled = [
+        f.assign(target=np.where(f["split"] == "test", synthetic.classes[0], f["target"])) for f in frames
+    ]
     others = [log_run(model=f"r{i}", seed=0, predictions=f) for i, f in enumerate(relabelled)]
     again = ensemble.run(_options(tracking_uri, runs=others, method="stacking", log=False))["ensemble"]
     test = built.predictions["split"] == "test"
@@ -117,15 +125,19 @@ def test_regression_members_are_averaged_and_stacked(log_run, tracking_uri, synt
     client = mlflow.MlflowClient(tracking_uri)
     best_member = max(client.get_run(m).data.metrics["test/ccc"] for m in members)
     assert metrics["test/ccc"] > best_member - 0.05
-    record = json.loads(open(client.download_artifacts(stacked["run_id"], "ensemble.json")).read())
+    record = json.loads(Path(client.download_artifacts(stacked["run_id"], "ensemble.json")).read_text())
     assert record["meta_learner_fitted_on"] == "validation rows only"
-    assert {"reports/regression_report.csv"} <= {a.path for a in client.list_artifacts(stacked["run_id"], "reports")}
+    assert {"reports/regression_report.csv"} <= {
+        a.path for a in client.list_artifacts(stacked["run_id"], "reports")
+    }
 
 
 def test_top_k_members_and_bad_member_sets(log_run, tracking_uri, synthetic, capsys):
     for skill, model in ((0.3, "a"), (0.9, "b"), (0.6, "c")):
         log_run(model=model, seed=0, skill=skill)
-    result = ensemble.run(_options(tracking_uri, experiment=["emoexp-audio"], top_k=2, method="weighted", log=False))
+    result = ensemble.run(
+        _options(tracking_uri, experiment=["emoexp-audio"], top_k=2, method="weighted", log=False)
+    )
     assert {m.run.tags["model"] for m in result["ensemble"].members} == {"b", "c"}
     weights = result["ensemble"].combined.weights["holdout"]
     assert len(weights) == 2 and weights[0] > weights[1]  # the better member (by val UAR) weighs more
@@ -140,7 +152,26 @@ def test_top_k_members_and_bad_member_sets(log_run, tracking_uri, synthetic, cap
     assert "different label schemes" in capsys.readouterr().err
     assert cliargs.run_cli(ensemble.main, [f"tracking_uri={tracking_uri}", "runs=nope,nada"]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert cliargs.run_cli(ensemble.main, [f"tracking_uri={tracking_uri}", "top_k=2", "select_by=test/uar"]) == 2
+    assert (
+        cliargs.run_cli(ensemble.main, [f"tracking_uri={tracking_uri}", "top_k=2", "select_by=test/uar"]) == 2
+    )
     assert "test split is locked" in capsys.readouterr().err
-    assert cliargs.run_cli(ensemble.main, [f"tracking_uri={tracking_uri}", f"runs={full}", "method=median"]) == 2
+    assert (
+        cliargs.run_cli(ensemble.main, [f"tracking_uri={tracking_uri}", f"runs={full}", "method=median"]) == 2
+    )
     assert "choose one of" in capsys.readouterr().err
+
+
+def test_ensemble_of_cross_validated_runs_works_fold_by_fold(log_cv_run, tracking_uri):
+    members = [log_cv_run(model=m, skill=s) for m, s in (("a", 0.6), ("b", 0.6), ("c", 0.55))]
+    result = ensemble.run(_options(tracking_uri, runs=members, method="stacking"))
+    built = result["ensemble"]
+    assert set(built.predictions["fold"]) == {"fold0", "fold1", "fold2"}
+    # One meta-learner per fold, fit on that fold's validation rows only.
+    split, fold = built.predictions["split"].to_numpy(), built.predictions["fold"].to_numpy()
+    for rows in built.guard.fitted_rows:
+        assert (split[rows] == "val").all() and len(set(fold[rows])) == 1
+    for name in ("test/uar", "test/uar_std", "test/uar_ci_low", "val/uar_best"):
+        assert name in built.metrics
+    logged = mlflow.MlflowClient(tracking_uri).get_run(result["run_id"])
+    assert logged.data.tags["protocol"] == "kfold"

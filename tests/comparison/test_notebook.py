@@ -21,7 +21,9 @@ def test_compare_notebook_reproduces_the_comparison(log_run, tracking_uri, tmp_p
     monkeypatch.setenv("EMOEXP_COMPARE_FILTER", "label_scheme=ekman7")
     monkeypatch.setenv("EMOEXP_COMPARE_GROUP_BY", "model")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     text = "\n".join(
         output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
         for cell in notebook.cells

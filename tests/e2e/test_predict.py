@@ -42,17 +42,24 @@ def _assert_reproduces(predicted: pd.DataFrame, logged: pd.DataFrame) -> None:
 
 
 def test_predict_reproduces_a_text_run_and_serves_it_as_pyfunc(compose, tracking_uri, tmp_path, monkeypatch):
-    cfg, run_id, logged, manifest = _trained_run(compose, tracking_uri, ["modality=text", "model=lstm"])
+    _, run_id, logged, manifest = _trained_run(compose, tracking_uri, ["modality=text", "model=lstm"])
     inputs = _test_inputs(logged, manifest, ["text"])
     csv = tmp_path / "texts.csv"
     inputs.to_csv(csv, index=False)
-    result = predict.main([f"run_id={run_id}", f"input={csv}", f"output={tmp_path / 'out.csv'}",
-                           f"tracking_uri={tracking_uri}"])
+    result = predict.main(
+        [f"run_id={run_id}", f"input={csv}", f"output={tmp_path / 'out.csv'}", f"tracking_uri={tracking_uri}"]
+    )
     _assert_reproduces(result["predictions"], logged)
     assert result["failures"] == [] and (tmp_path / "out.csv").exists()
 
-    single = predict.main([f"run_id={run_id}", "input=I am furious, this is unacceptable!",
-                           f"output={tmp_path / 'one.csv'}", f"tracking_uri={tracking_uri}"])
+    single = predict.main(
+        [
+            f"run_id={run_id}",
+            "input=I am furious, this is unacceptable!",
+            f"output={tmp_path / 'one.csv'}",
+            f"tracking_uri={tracking_uri}",
+        ]
+    )
     assert len(single["predictions"]) == 1
     assert single["predictions"].filter(like="prob_").sum(axis=1).iloc[0] == pytest.approx(1.0, abs=1e-5)
 
@@ -66,7 +73,7 @@ def test_predict_reproduces_a_text_run_and_serves_it_as_pyfunc(compose, tracking
 
 
 def test_predict_rejects_bad_runs_and_wrong_inputs(compose, tracking_uri, tmp_path, capsys):
-    cfg, run_id, logged, manifest = _trained_run(compose, tracking_uri, ["modality=text", "model=lstm"])
+    _, run_id, _, _ = _trained_run(compose, tracking_uri, ["modality=text", "model=lstm"])
     base = [f"tracking_uri={tracking_uri}", f"output={tmp_path / 'out.csv'}"]
 
     def error(*argv: str) -> str:
@@ -95,13 +102,19 @@ def test_predict_rejects_bad_runs_and_wrong_inputs(compose, tracking_uri, tmp_pa
 
 
 def test_predict_an_audio_folder_with_bad_files_predicts_the_rest(compose, tracking_uri, tmp_path, capsys):
-    cfg, run_id, logged, manifest = _trained_run(compose, tracking_uri, ["modality=audio", "model=lstm"])
+    _, run_id, logged, manifest = _trained_run(compose, tracking_uri, ["modality=audio", "model=lstm"])
     inputs = _test_inputs(logged, manifest, ["audio"])
     csv = tmp_path / "clips.csv"
     inputs.to_csv(csv, index=False)
     _assert_reproduces(
-        predict.main([f"run_id={run_id}", f"input={csv}", f"tracking_uri={tracking_uri}",
-                      f"output={tmp_path / 'all.csv'}"])["predictions"],
+        predict.main(
+            [
+                f"run_id={run_id}",
+                f"input={csv}",
+                f"tracking_uri={tracking_uri}",
+                f"output={tmp_path / 'all.csv'}",
+            ]
+        )["predictions"],
         logged,
     )
     folder = tmp_path / "folder"
@@ -124,15 +137,32 @@ def test_predict_an_audio_folder_with_bad_files_predicts_the_rest(compose, track
 
 @pytest.mark.slow
 def test_mlflow_models_predict_cli_serves_the_logged_model(compose, tracking_uri, tmp_path):
-    cfg, run_id, logged, manifest = _trained_run(compose, tracking_uri, ["modality=text", "model=lstm"])
+    _, run_id, logged, manifest = _trained_run(compose, tracking_uri, ["modality=text", "model=lstm"])
     inputs = _test_inputs(logged, manifest, ["text"])
     source, output = tmp_path / "in.csv", tmp_path / "out.json"
     inputs.to_csv(source, index=False)
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
     subprocess.run(
-        [sys.executable, "-m", "mlflow", "models", "predict", "-m", f"runs:/{run_id}/model", "-i", str(source),
-         "-t", "csv", "-o", str(output), "--env-manager", "local"],
-        check=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "predict",
+            "-m",
+            f"runs:/{run_id}/model",
+            "-i",
+            str(source),
+            "-t",
+            "csv",
+            "-o",
+            str(output),
+            "--env-manager",
+            "local",
+        ],
+        check=True,
+        env=env,
+        timeout=600,
     )
     import json
 

@@ -62,7 +62,7 @@ def test_mcnemar_matches_the_textbook_example_and_statsmodels():
     b = np.array([1] * 794 + [0] * 86 + [1] * 150 + [0] * 570, dtype=bool)
     result = significance.mcnemar_test(a, b)
     assert (result.only_a, result.only_b, result.exact) == (86, 150, False)
-    assert (86 - 150) ** 2 / (86 + 150) == pytest.approx(17.36, abs=0.01)
+    assert pytest.approx(17.36, abs=0.01) == (86 - 150) ** 2 / (86 + 150)
     # With continuity correction (the default): (|86 - 150| - 1)^2 / 236.
     assert result.statistic == pytest.approx((64 - 1) ** 2 / 236)
     expected = mcnemar([[794, 86], [150, 570]], exact=False, correction=True)
@@ -114,7 +114,8 @@ def test_nemenyi_critical_values_match_demsar_2006():
 
 def test_holm_correction_matches_hand_computation_and_keeps_nans():
     p = [0.01, 0.04, 0.03, 0.005, np.nan]
-    # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> monotone 0.02, 0.03, 0.06, 0.06.
+    # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04
+    # -> made monotone: 0.02, 0.03, 0.06, 0.06.
     adjusted = significance.adjust_pvalues(p)
     np.testing.assert_allclose(adjusted[:4], [0.03, 0.06, 0.06, 0.02])
     assert np.isnan(adjusted[4])

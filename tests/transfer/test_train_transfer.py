@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 
 import mlflow
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from emoexp.models.pretrained import PretrainedWeightsError
 from emoexp.resolvers import minilm_path
-from emoexp.tracking.lineage import InitFromError, lineage_tags
+from emoexp.tracking.lineage import InitFromError, download_checkpoint, lineage_tags
 from emoexp.train import train
 
 
@@ -22,8 +23,9 @@ def _runs(tracking_uri: str, experiment: str):
 
 
 def _checkpoint(client, run_id: str) -> dict:
-    path = client.download_artifacts(run_id, "checkpoints/best.ckpt")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    # runs sharing the test's output folder log best.ckpt, best-v1.ckpt, ...
+    with tempfile.TemporaryDirectory() as tmp:
+        return torch.load(download_checkpoint(client, run_id, tmp), map_location="cpu", weights_only=True)
 
 
 def _optimised_parameter_count(checkpoint: dict) -> int:

@@ -75,7 +75,9 @@ def subprocess_env() -> dict[str, str]:
 
 
 def run_subprocess(command: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        command, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 

@@ -33,7 +33,9 @@ def test_every_search_space_composes_parses_and_names_only_existing_keys(compose
     assert settings.study_name.startswith(name)
 
 
-@pytest.mark.parametrize(("scheme", "metric"), [("valence_arousal", "val/ccc_best"), ("ekman6", "val/uar_best")])
+@pytest.mark.parametrize(
+    ("scheme", "metric"), [("valence_arousal", "val/ccc_best"), ("ekman6", "val/uar_best")]
+)
 def test_metric_and_direction_follow_the_label_scheme(compose_tune, scheme, metric):
     settings = _settings(compose_tune, ["hparams_search=audio_lstm", f"label_scheme={scheme}"])
     assert settings.objectives[0].metric == metric
@@ -116,19 +118,22 @@ def test_bad_input_fails_before_any_trial_or_run(tmp_path, tune_overrides, run_t
     with pytest.raises(StorageError, match="unreachable") as error:
         run_tune(tune_overrides(storage=unreachable))
     assert "secret" not in str(error.value) and "127.0.0.1:1" in str(error.value)
-    with pytest.raises(ConfigError, match="contradicts label_scheme.mode"):
+    with pytest.raises(ConfigError, match=r"contradicts label_scheme\.mode"):
         run_tune(tune_overrides("hydra.sweeper.direction=minimize"))
-    with pytest.raises(ConfigError, match="hparams_search=NAME"):
+    with pytest.raises(ConfigError, match=r"hparams_search=NAME"):
         run_tune([o for o in tune_overrides() if not o.startswith(("hparams_search=", "hydra.sweeper"))])
     with pytest.raises(ConfigError, match="one device"):
         run_tune(tune_overrides("trainer=ddp"))
-    with pytest.raises(ConfigError, match="tuner.role=setup"):
+    with pytest.raises(ConfigError, match=r"tuner\.role=setup"):
         run_tune(tune_overrides("tuner.role=worker"))
     assert not mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
 def test_storage_urls_are_shown_without_passwords():
-    assert redact("postgresql+psycopg2://me:secret@db:5432/optuna") == "postgresql+psycopg2://me:***@db:5432/optuna"
+    assert (
+        redact("postgresql+psycopg2://me:secret@db:5432/optuna")
+        == "postgresql+psycopg2://me:***@db:5432/optuna"
+    )
     assert redact("mysql+pymysql://root@127.0.0.1:3306/test") == "mysql+pymysql://root@127.0.0.1:3306/test"
 
 

@@ -64,7 +64,10 @@ def test_failed_trial_is_fail_the_study_goes_on_and_only_the_final_run_reads_tes
     assert parent.data.params["pruner"] == "MedianPruner" and parent.data.params["sampler"] == "TPESampler"
     assert parent.data.metrics["best/val/uar_best"] == pytest.approx(study.best_value)
     assert parent.data.metrics["trials/fail"] == 1 and parent.data.metrics["trials/complete"] == 2
-    assert {k for k in parent.data.tags if k.startswith("best.")} >= {"best.optimizer.lr", "best.model.net.dropout"}
+    assert {k for k in parent.data.tags if k.startswith("best.")} >= {
+        "best.optimizer.lr",
+        "best.model.net.dropout",
+    }
     artifacts = _artifacts(mlflow.MlflowClient(tracking_uri), parent.info.run_id)
     for name in ("trials.csv", "best_trials.json", "plots/optimization_history.png",
                  "plots/param_importances.png", "plots/parallel_coordinate.png"):  # fmt: skip
@@ -77,7 +80,9 @@ def test_failed_trial_is_fail_the_study_goes_on_and_only_the_final_run_reads_tes
     assert len(_by_role(runs, "final")) == 1 and len(_by_role(runs, "trial")) == 3
 
 
-def test_pruned_trials_are_pruned_in_optuna_and_in_mlflow(tmp_path, tune_overrides, run_tune, load_study, mlflow_runs):
+def test_pruned_trials_are_pruned_in_optuna_and_in_mlflow(
+    tmp_path, tune_overrides, run_tune, load_study, mlflow_runs
+):
     # A pruner that always prunes once its warm-up epoch is over: deterministic PRUNED trials.
     overrides = tune_overrides(
         "hydra.sweeper.n_trials=2",
@@ -121,7 +126,11 @@ def test_cross_validated_trial_reports_the_running_mean_over_folds(
     tmp_path, tune_overrides, run_tune, load_study, mlflow_runs
 ):
     overrides = tune_overrides(
-        "hydra.sweeper.n_trials=1", "protocol=kfold", "protocol.n_splits=2", "pruner=none", "tuner.final_run=false"
+        "hydra.sweeper.n_trials=1",
+        "protocol=kfold",
+        "protocol.n_splits=2",
+        "pruner=none",
+        "tuner.final_run=false",
     )
     run_tune(overrides)
 
@@ -147,10 +156,14 @@ def test_cross_validated_trial_reports_the_running_mean_over_folds(
 
 
 @pytest.mark.slow
-def test_multi_objective_study_reports_the_pareto_front(tmp_path, tune_overrides, run_tune, load_study, mlflow_runs):
+def test_multi_objective_study_reports_the_pareto_front(
+    tmp_path, tune_overrides, run_tune, load_study, mlflow_runs
+):
     import mlflow
 
-    overrides = tune_overrides("hydra.sweeper.n_trials=3", "tuner.final_run=false", search="audio_lstm_pareto")
+    overrides = tune_overrides(
+        "hydra.sweeper.n_trials=3", "tuner.final_run=false", search="audio_lstm_pareto"
+    )
     summary = run_tune(overrides)
 
     study = load_study(f"sqlite:///{tmp_path / 'optuna.db'}", "audio_lstm_pareto-embedded_audio-ekman7")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -34,8 +35,12 @@ def _ran_per_worker(tmp_path):
     return [int(m) for log in logs for m in re.findall(r"ran (\d+) trial", log.read_text())]
 
 
-def test_two_local_workers_share_one_sqlite_study(tmp_path, tune_overrides, run_tune, load_study, mlflow_runs):
-    overrides = tune_overrides("hydra.sweeper.n_trials=4", "tuner.n_workers=2", "tuner.final_run=false")
+def test_two_local_workers_share_one_sqlite_study(
+    tmp_path, tune_overrides, run_tune, load_study, mlflow_runs
+):
+    overrides = tune_overrides(
+        "hydra.sweeper.n_trials=4", "tuner.n_workers=2", "tuner.final_run=false", "pruner=none"
+    )
     run_tune(overrides)  # this process sets up and summarises; two worker processes run the trials
 
     study = load_study(f"sqlite:///{tmp_path / 'optuna.db'}", STUDY)
@@ -61,7 +66,9 @@ def test_killed_worker_is_resumed_without_rerunning_finished_trials(
 ):
     # The journal file storage has no native heartbeat: emoexp's own liveness check covers it.
     storage_url = f"journal:{tmp_path / 'optuna.log'}"
-    overrides = tune_overrides("hydra.sweeper.n_trials=3", "tuner.final_run=false", storage=storage_url)
+    overrides = tune_overrides(
+        "hydra.sweeper.n_trials=3", "tuner.final_run=false", "pruner=none", storage=storage_url
+    )
     process = start_tuner(overrides)
 
     def one_done_one_running():
@@ -113,6 +120,7 @@ def _reachable(url: str) -> str | None:
 
 
 @pytest.mark.db
+@pytest.mark.slow
 @pytest.mark.parametrize("server", sorted(SERVERS))
 def test_two_workers_share_a_study_on_a_database_server(server, tune_overrides, run_tune, tmp_path):
     url = SERVERS[server]
@@ -121,7 +129,8 @@ def test_two_workers_share_a_study_on_a_database_server(server, tune_overrides, 
         pytest.skip(reason)
     name = f"emoexp-test-{server}-{uuid.uuid4().hex[:8]}"  # each run its own study
     overrides = tune_overrides(
-        "hydra.sweeper.n_trials=3", "tuner.n_workers=2", "tuner.final_run=false", f"hydra.sweeper.study_name={name}",
+        "hydra.sweeper.n_trials=3", "tuner.n_workers=2", "tuner.final_run=false", "pruner=none",
+        f"hydra.sweeper.study_name={name}",
         storage=url,
     )  # fmt: skip
     try:
@@ -130,10 +139,8 @@ def test_two_workers_share_a_study_on_a_database_server(server, tune_overrides, 
         _assert_no_duplicates(study, 3)
         assert sum(_ran_per_worker(tmp_path)) == 3
     finally:
-        try:
+        with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=name, storage=url)
-        except KeyError:
-            pass
 
 
 def test_hydra_optuna_sweeper_runs_a_three_trial_sweep(tmp_path, cache_dir, train_process, mlflow_runs):

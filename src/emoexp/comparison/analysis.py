@@ -64,7 +64,9 @@ class System:
         return {k: float(u.metrics.get(metric, scorer(u.predictions))) for k, u in self.units.items()}
 
 
-def build_systems(client: Any, runs: Sequence[Run], group_by: Sequence[str]) -> tuple[list[System], list[str]]:
+def build_systems(
+    client: Any, runs: Sequence[Run], group_by: Sequence[str]
+) -> tuple[list[System], list[str]]:
     """Group runs into systems and expand them into units (reading their predictions).
 
     Returns:
@@ -79,8 +81,12 @@ def build_systems(client: Any, runs: Sequence[Run], group_by: Sequence[str]) -> 
         test = predictions[predictions["split"] == TEST]
         if run.children and "fold" in test.columns:
             units = [
-                Unit(f"seed={run.seed}/{c.tags.get('fold', c.name)}", c.run_id, c.metrics,
-                     test[test["fold"] == c.tags.get("fold")].drop(columns="fold").reset_index(drop=True))
+                Unit(
+                    f"seed={run.seed}/{c.tags.get('fold', c.name)}",
+                    c.run_id,
+                    c.metrics,
+                    test[test["fold"] == c.tags.get("fold")].drop(columns="fold").reset_index(drop=True),
+                )
                 for c in run.children
             ]
         else:
@@ -88,7 +94,8 @@ def build_systems(client: Any, runs: Sequence[Run], group_by: Sequence[str]) -> 
         for unit in units:
             if unit.key in system.units:
                 notes.append(
-                    f"{system.name}: runs {system.units[unit.key].run_id} and {unit.run_id} are both {unit.key}; "
+                    f"{system.name}: runs {system.units[unit.key].run_id} and {unit.run_id} are both "
+                    f"{unit.key}; "
                     f"the later one ({unit.run_id}) is used."
                 )
             system.units[unit.key] = unit
@@ -161,11 +168,19 @@ def pairwise_tests(
     rows = []
     for a, b in itertools.combinations(systems, 2):
         joined, units, how = _paired_frames(a, b)
-        row: dict[str, Any] = {"A": a.name, "B": b.name, "units": len(units), "pairing": how, "samples": len(joined)}
+        row: dict[str, Any] = {
+            "A": a.name,
+            "B": b.name,
+            "units": len(units),
+            "pairing": how,
+            "samples": len(joined),
+        }
         values_a, values_b = a.values(metric, scorer), b.values(metric, scorer)
         shared = [u for u in units if u in values_a and u in values_b]
-        row["delta"] = float(np.mean([values_a[u] - values_b[u] for u in shared])) if shared else (
-            float(np.mean(list(values_a.values())) - np.mean(list(values_b.values())))
+        row["delta"] = (
+            float(np.mean([values_a[u] - values_b[u] for u in shared]))
+            if shared
+            else (float(np.mean(list(values_a.values())) - np.mean(list(values_b.values()))))
         )
         if len(joined):
             if scorer.categorical and not (joined["target"] == joined["target_b"]).all():
@@ -176,10 +191,19 @@ def pairwise_tests(
             true, pred_a = scorer.arrays(joined)
             _, pred_b = scorer.arrays(_b_side(joined))
             boot = significance.paired_bootstrap(
-                scorer.metric(), true, pred_a, pred_b, n_resamples=n_resamples, seed=seed, clusters=joined["id"]
+                scorer.metric(),
+                true,
+                pred_a,
+                pred_b,
+                n_resamples=n_resamples,
+                seed=seed,
+                clusters=joined["id"],
             )
             row.update(
-                sample_delta=boot.difference, ci_low=boot.ci_low, ci_high=boot.ci_high, p_bootstrap=boot.p_value
+                sample_delta=boot.difference,
+                ci_low=boot.ci_low,
+                ci_high=boot.ci_high,
+                p_bootstrap=boot.p_value,
             )
             if scorer.categorical:
                 results = []
@@ -205,7 +229,9 @@ def pairwise_tests(
         return frame
     for column in ("p_bootstrap", "p_mcnemar", "p_wilcoxon"):
         if column in frame:
-            frame[f"{column}_{correction}"] = significance.adjust_pvalues(frame[column].to_numpy(float), correction)
+            frame[f"{column}_{correction}"] = significance.adjust_pvalues(
+                frame[column].to_numpy(float), correction
+            )
     tested = [c for c in (f"p_bootstrap_{correction}", f"p_mcnemar_{correction}") if c in frame]
     frame["significant"] = (frame[tested] < alpha).any(axis=1) if tested else False
     return frame
@@ -233,15 +259,12 @@ def rank_test(
         kind = "units (seeds/folds)"
         higher = scorer.higher_is_better
     else:
-        units = common or None
         columns = []
         joined: pd.DataFrame | None = None
         for s in systems:
-            frame = s.predictions()
-            if units is not None:
-                frame = frame[frame["unit"].isin(units)]
-            else:
-                frame = frame.assign(unit="*")
+            # The shared unit's samples, or (no unit in common) each system's first unit on its own.
+            first = next(iter(s.units.values())).predictions.assign(unit="*")
+            frame = s.predictions().loc[lambda f: f["unit"].isin(common)] if common else first
             per_sample = frame[["unit", "id"]].assign(**{s.name: scorer.per_sample(frame)})
             joined = per_sample if joined is None else joined.merge(per_sample, on=["unit", "id"])
             columns.append(s.name)
@@ -274,7 +297,9 @@ def leaderboard(
         values = list(system.values(metric, scorer).values())
         summary = mean_std_ci(values)
         row: dict[str, Any] = {"system": system.name, "runs": len(system.runs), "units": len(values)}
-        row.update(mean=summary["mean"], std=summary["std"], ci_low=summary["ci_low"], ci_high=summary["ci_high"])
+        row.update(
+            mean=summary["mean"], std=summary["std"], ci_low=summary["ci_low"], ci_high=summary["ci_high"]
+        )
         if len(values) < 2:
             unit = next(iter(system.units.values()))
             _, row["ci_low"], row["ci_high"] = significance.bootstrap_metric(
@@ -344,11 +369,15 @@ def compare(
     tested = [r for r in runs if any(m.startswith("test/") for m in r.metrics)]
     if len(tested) < len(runs):
         skipped = [r.name for r in runs if r not in tested]
-        notes.append(f"{len(skipped)} selected runs without test metrics were left out (e.g. tuning studies or "
-                     f"trials): {', '.join(skipped[:10])}.")
+        notes.append(
+            f"{len(skipped)} selected runs without test metrics were left out (e.g. tuning studies or "
+            f"trials): {', '.join(skipped[:10])}."
+        )
     runs = tested
     if not runs:
-        raise RunSelectionError("no finished run matches the selection; loosen the filters or check experiment=.")
+        raise RunSelectionError(
+            "no finished run matches the selection; loosen the filters or check experiment=."
+        )
     check_comparable(runs)
     metric = metric or default_metric(runs)
     systems, grouping_notes = build_systems(client, runs, group_by)

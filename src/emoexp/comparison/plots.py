@@ -1,7 +1,8 @@
-"""Figures of a comparison: metric bars with CIs, confusion matrices, per-class F1, per-group
-metrics, reliability curves and a critical-difference diagram.
+"""Figures of a comparison report.
 
-Built on :class:`matplotlib.figure.Figure` (no pyplot, no GUI backend), like
+Metric bars with CIs, confusion matrices, per-class F1, per-group metrics, reliability curves
+and a critical-difference diagram, built on :class:`matplotlib.figure.Figure` (no pyplot, no
+GUI backend), like
 :mod:`emoexp.evaluation.report`.
 """
 
@@ -58,7 +59,10 @@ def confusion_matrices(systems: Sequence[System], classes: Sequence[str]) -> Fig
     for axes, system in zip(grid, systems, strict=False):
         frame = system.predictions()
         matrix = confusion_matrix(
-            frame["target"].astype(str), frame["prediction"].astype(str), labels=list(classes), normalize="true"
+            frame["target"].astype(str),
+            frame["prediction"].astype(str),
+            labels=list(classes),
+            normalize="true",
         )
         image = axes.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
         axes.set_xticks(range(len(classes)), [c[:5] for c in classes], rotation=60, fontsize=8)
@@ -67,8 +71,15 @@ def confusion_matrices(systems: Sequence[System], classes: Sequence[str]) -> Fig
         axes.set_xlabel("predicted", fontsize=8)
         for (i, j), value in np.ndenumerate(matrix):
             if value >= 0.05:
-                axes.text(j, i, f"{value:.2f}"[1:] if value < 1 else "1", ha="center", va="center",
-                          fontsize=6, color="white" if value > 0.5 else "black")
+                axes.text(
+                    j,
+                    i,
+                    f"{value:.2f}"[1:] if value < 1 else "1",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if value > 0.5 else "black",
+                )
     for axes in grid[n:]:
         axes.set_axis_off()
     grid[0].set_ylabel("true")
@@ -89,8 +100,12 @@ def per_class_f1(systems: Sequence[System], classes: Sequence[str]) -> tuple[Fig
     axes = figure.add_subplot()
     width = 0.8 / len(systems)
     for i, system in enumerate(systems):
-        axes.bar(np.arange(len(classes)) + i * width - 0.4 + width / 2, table[system.name], width,
-                 label=_short(system.name, 26))
+        axes.bar(
+            np.arange(len(classes)) + i * width - 0.4 + width / 2,
+            table[system.name],
+            width,
+            label=_short(system.name, 26),
+        )
     axes.set_xticks(range(len(classes)), list(classes), rotation=30)
     axes.set(ylabel="F1 (test)", ylim=(0, 1), title="Per-class F1")
     axes.legend(fontsize=8, ncols=min(3, len(systems)))
@@ -127,11 +142,18 @@ def per_group(
     attributes = [c for c in table["group_column"].unique() if c != "speaker"] or ["speaker"]
     figure = Figure(figsize=(6.0 * len(attributes), 4.0), layout="constrained")
     for axes, attribute in zip(np.atleast_1d(figure.subplots(1, len(attributes))), attributes, strict=True):
-        pivot = table[table["group_column"] == attribute].pivot(index="group", columns="system", values=metric)
+        pivot = table[table["group_column"] == attribute].pivot(
+            index="group", columns="system", values=metric
+        )
         pivot = pivot[[s.name for s in systems if s.name in pivot.columns]]
         width = 0.8 / max(1, pivot.shape[1])
         for i, name in enumerate(pivot.columns):
-            axes.bar(np.arange(len(pivot)) + i * width - 0.4 + width / 2, pivot[name], width, label=_short(name, 26))
+            axes.bar(
+                np.arange(len(pivot)) + i * width - 0.4 + width / 2,
+                pivot[name],
+                width,
+                label=_short(name, 26),
+            )
         axes.set_xticks(range(len(pivot)), [str(g) for g in pivot.index])
         axes.set(title=f"{metric} by {attribute.removeprefix(report.GROUP_PREFIX)}", ylabel=metric)
         axes.grid(axis="y", alpha=0.3)
@@ -139,7 +161,9 @@ def per_group(
     return figure, table, gap_table
 
 
-def reliability_curves(systems: Sequence[System], classes: Sequence[str], n_bins: int = 10) -> tuple[Figure, pd.Series]:
+def reliability_curves(
+    systems: Sequence[System], classes: Sequence[str], n_bins: int = 10
+) -> tuple[Figure, pd.Series]:
     """Accuracy against confidence per system on one plot, and each system's ECE."""
     figure = Figure(figsize=(5.5, 5.0), layout="constrained")
     axes = figure.add_subplot()

@@ -28,9 +28,11 @@ KIND = "comparison"
 
 @dataclass
 class Report:
-    """Blocks of a report: ``("h", level, text)``, ``("p", text)``, ``("table", frame, bold)``, ``("img", name)``.
+    """The blocks of a report, its figures (PNG bytes) and its named tables.
 
-    ``bold`` is a boolean frame of the table's shape marking cells to emphasise.
+    Blocks are ``("h", level, text)``, ``("p", text)``, ``("table", frame, bold)`` and
+    ``("img", figure_name)``; ``bold`` is a boolean frame of the table's shape marking cells to
+    emphasise.
     """
 
     title: str
@@ -105,8 +107,10 @@ img{max-width:100%} strong{color:#b00}
 
 def to_html(report: Report) -> str:
     """The report as one self-contained HTML page (figures inlined as base64 PNG)."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>",
-             f"<style>{_STYLE}</style></head><body><h1>{html.escape(report.title)}</h1>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>",
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(report.title)}</h1>",
+    ]
     for block in report.blocks:
         if block[0] == "h":
             parts.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
@@ -120,7 +124,9 @@ def to_html(report: Report) -> str:
             parts.append(f"<p><img alt='{block[1]}' src='data:image/png;base64,{data}'></p>")
         else:
             frame, bold = block[1], block[2]
-            rows = ["<table><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns) + "</tr>"]
+            rows = [
+                "<table><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns) + "</tr>"
+            ]
             for i in range(len(frame)):
                 cells = []
                 for j, column in enumerate(frame.columns):
@@ -134,7 +140,7 @@ def to_html(report: Report) -> str:
 
 
 def build_report(comparison: Comparison, title: str, selection: dict[str, Any]) -> Report:
-    """Lay out the comparison: selection, leaderboard, significance, ranks, per-class, per-group, calibration."""
+    """Lay out the comparison: selection, leaderboard, tests, ranks, per-class, per-group, calibration."""
     c = comparison
     report = Report(title)
     metric = c.metric
@@ -149,8 +155,16 @@ def build_report(comparison: Comparison, title: str, selection: dict[str, Any]) 
     report.heading("Runs")
     runs = pd.DataFrame(
         [
-            {"system": s.name, "run": r.name, "run_id": r.run_id, "experiment": r.experiment, "seed": r.seed,
-             "folds": len(r.children) or "", "data": r.tags.get("data", ""), metric: r.metrics.get(metric, np.nan)}
+            {
+                "system": s.name,
+                "run": r.name,
+                "run_id": r.run_id,
+                "experiment": r.experiment,
+                "seed": r.seed,
+                "folds": len(r.children) or "",
+                "data": r.tags.get("data", ""),
+                metric: r.metrics.get(metric, np.nan),
+            }
             for s in systems
             for r in s.runs
         ]
@@ -173,9 +187,11 @@ def build_report(comparison: Comparison, title: str, selection: dict[str, Any]) 
         report.text("Only one system was selected: nothing to test.")
     else:
         report.text(
-            f"Pairs of systems (A is ranked above B). `delta`: mean over matched units of A - B in `{metric}`. "
-            "`sample_delta`, `ci_low`/`ci_high`, `p_bootstrap`: paired bootstrap over the shared test samples "
-            "(matched units pooled, resampling sample ids). `p_mcnemar`: McNemar's test on the samples only one "
+            f"Pairs of systems (A is ranked above B). `delta`: mean over matched units of A - B in "
+            f"`{metric}`. `sample_delta`, `ci_low`/`ci_high`, `p_bootstrap`: paired bootstrap over the "
+            "shared "
+            "test samples (matched units pooled, resampling sample ids). `p_mcnemar`: McNemar's test on the "
+            "samples only one "
             "system classifies correctly (largest p over matched units). `p_wilcoxon`: Wilcoxon signed-rank "
             f"over matched units (seeds/folds; needs at least 6 for p < 0.05). `_{c.correction}` columns are "
             f"corrected for the number of pairs ({c.correction}); **bold** marks p < {c.alpha}."
@@ -192,7 +208,8 @@ def build_report(comparison: Comparison, title: str, selection: dict[str, Any]) 
         report.text(
             f"Friedman chi2 = {r['friedman'].statistic:.3f}, p = {_cell(r['friedman'].p_value)} over "
             f"{r['blocks']} blocks ({r['block_kind']}). Nemenyi critical difference of mean ranks at "
-            f"alpha = {c.alpha}: {r['critical_difference']:.3f} (Demšar 2006); systems whose mean ranks differ "
+            f"alpha = {c.alpha}: {r['critical_difference']:.3f} (Demšar 2006); systems whose mean ranks "
+            "differ "
             "by more are significantly different."
         )
         report.table(r["mean_ranks"].rename("mean_rank").rename_axis("system").reset_index(), "mean_ranks")
@@ -201,7 +218,9 @@ def build_report(comparison: Comparison, title: str, selection: dict[str, Any]) 
         for column in r["nemenyi"].columns:
             nemenyi_bold[column] = nemenyi[column] < c.alpha
         report.table(nemenyi, "nemenyi", nemenyi_bold)
-        report.figure(plots.critical_difference(r["mean_ranks"], r["critical_difference"]), "critical_difference")
+        report.figure(
+            plots.critical_difference(r["mean_ranks"], r["critical_difference"]), "critical_difference"
+        )
 
     group_metric = bare_name(metric)
     if c.scorer.categorical:
@@ -222,14 +241,25 @@ def build_report(comparison: Comparison, title: str, selection: dict[str, Any]) 
         report.text("The predictions have no group attributes (group_* columns) or speakers.")
     else:
         report.text(
-            f"`{group_metric}` per value of each group attribute (gender, corpus, ...) and per speaker/subject; "
+            f"`{group_metric}` per value of each group attribute (gender, corpus, ...) and per "
+            "speaker/subject; "
             "the gap table gives, per system and attribute, the best and worst group. **Bold**: the largest "
             "gap of each attribute."
         )
         report.figure(figure, "per_group")
         if not gaps.empty:
-            gaps = gaps[["group_column", "system", "gap", "best_group", "best_value", "worst_group", "worst_value",
-                         "n_groups"]].reset_index(drop=True)
+            gaps = gaps[
+                [
+                    "group_column",
+                    "system",
+                    "gap",
+                    "best_group",
+                    "best_value",
+                    "worst_group",
+                    "worst_value",
+                    "n_groups",
+                ]
+            ].reset_index(drop=True)
             bold = pd.DataFrame(False, index=gaps.index, columns=gaps.columns)
             for _, rows in gaps.groupby("group_column"):
                 bold.loc[rows["gap"].idxmax(), "gap"] = True
@@ -307,10 +337,14 @@ def log_comparison(
     )
     run_id = run.info.run_id
     try:
-        params = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in selection.items() if v not in (None, "")]
+        params = [
+            mlflow.entities.Param(k, str(v)[:6000]) for k, v in selection.items() if v not in (None, "")
+        ]
         timestamp = int(time.time() * 1000)
         metrics = [
-            mlflow.entities.Metric(_metric_key(f"{row.system}/{comparison.metric}"), float(row.mean), timestamp, 0)
+            mlflow.entities.Metric(
+                _metric_key(f"{row.system}/{comparison.metric}"), float(row.mean), timestamp, 0
+            )
             for row in comparison.leaderboard.itertuples()
             if np.isfinite(row.mean)
         ]
@@ -332,9 +366,13 @@ def summary_lines(comparison: Comparison, limit: int = 10) -> Sequence[str]:
     """A few lines for the terminal: leaderboard and significant pairs."""
     lines = [f"{'system':<32} {comparison.metric:>12}  95% CI"]
     for row in comparison.leaderboard.head(limit).itertuples():
-        lines.append(f"{row.system:<32} {row.mean:>12.4f}  [{row.ci_low:.4f}, {row.ci_high:.4f}]  units={row.units}")
+        lines.append(
+            f"{row.system:<32} {row.mean:>12.4f}  [{row.ci_low:.4f}, {row.ci_high:.4f}]  units={row.units}"
+        )
     if not comparison.pairwise.empty:
         significant = comparison.pairwise[comparison.pairwise["significant"]]
-        lines.append(f"{len(significant)} of {len(comparison.pairwise)} pairs differ significantly "
-                     f"({comparison.correction}-corrected, alpha={comparison.alpha}).")
+        lines.append(
+            f"{len(significant)} of {len(comparison.pairwise)} pairs differ significantly "
+            f"({comparison.correction}-corrected, alpha={comparison.alpha})."
+        )
     return lines

@@ -65,10 +65,11 @@ def parse_filters(text: str | Sequence[str] | None) -> list[tuple[str, str, set[
     items = shlex.split(text) if isinstance(text, str) else [t for part in text for t in shlex.split(part)]
     parsed = []
     for item in items:
-        key, op, value = (item.partition("!=") if "!=" in item else item.partition("="))
+        key, op, value = item.partition("!=") if "!=" in item else item.partition("=")
         if not op or not key:
             raise RunSelectionError(
-                f"filter {item!r} is not tag=value (or tag!=value); e.g. filter='modality=audio label_scheme=ekman7'."
+                f"filter {item!r} is not tag=value (or tag!=value); "
+                "e.g. filter='modality=audio label_scheme=ekman7'."
             )
         parsed.append((key.strip(), op, {v.strip() for v in value.split(",")}))
     return parsed
@@ -111,7 +112,9 @@ def _experiment_ids(client: Any, experiments: Sequence[str]) -> dict[str, str]:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             existing = sorted(e.name for e in client.search_experiments())
-            raise RunSelectionError(f"experiment {name!r} does not exist in this store; experiments: {existing}.")
+            raise RunSelectionError(
+                f"experiment {name!r} does not exist in this store; experiments: {existing}."
+            )
         ids[experiment.experiment_id] = name
     return ids
 
@@ -147,7 +150,9 @@ def select_runs(
         return [r for r in runs if _matches(r.tags, parsed)]
     names = _experiment_ids(client, experiments)
     query = "attributes.status = 'FINISHED'" + (f" AND {where}" if where else "")
-    raw_runs = client.search_runs(list(names), filter_string=query, max_results=50_000, order_by=["start_time ASC"])
+    raw_runs = client.search_runs(
+        list(names), filter_string=query, max_results=50_000, order_by=["start_time ASC"]
+    )
     by_id = {r.info.run_id: _to_run(r, names[r.info.experiment_id]) for r in raw_runs}
     top, children = [], []
     for run in by_id.values():
@@ -186,9 +191,7 @@ def get_run(client: Any, run_id: str) -> Run:
         filter_string=f"tags.`{PARENT_TAG}` = '{run_id}' AND tags.fold != ''",
         max_results=10_000,
     )
-    run.children = sorted(
-        (_to_run(c, experiment) for c in found), key=lambda c: c.tags.get("fold", c.name)
-    )
+    run.children = sorted((_to_run(c, experiment) for c in found), key=lambda c: c.tags.get("fold", c.name))
     return run
 
 

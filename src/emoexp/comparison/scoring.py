@@ -75,8 +75,9 @@ def classification_score(name: str, true: np.ndarray, pred: np.ndarray, k: int) 
 
 def regression_score(name: str, true: np.ndarray, pred: np.ndarray, dims: Sequence[str]) -> float:
     """``ccc``/``mae`` (mean over dimensions) or ``<dim>_ccc``/``<dim>_mae``/``<dim>_pearson``."""
-    true, pred = np.asarray(true, dtype=float).reshape(len(true), -1), np.asarray(pred, dtype=float).reshape(
-        len(pred), -1
+    true, pred = (
+        np.asarray(true, dtype=float).reshape(len(true), -1),
+        np.asarray(pred, dtype=float).reshape(len(pred), -1),
     )
     dims = list(dims)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -17,7 +18,6 @@ from emoexp.comparison.runs import Run
 from emoexp.data import schema
 from emoexp.ensembles.combine import (
     Combined,
-    EnsembleError,
     ValidationOnlyFit,
     combine_dims,
     combine_probs,
@@ -92,11 +92,13 @@ def scheme_metrics(scheme: Any, frame: pd.DataFrame, prefix: str) -> dict[str, f
     collections = scheme.metrics(prefix=prefix)
     scheme.update_metrics(collections, outputs, targets)
     values = {k: float(v) for collection in collections for k, v in collection.compute().items()}
-    if getattr(scheme, "target", "hard") == "hard" and getattr(getattr(scheme, "categorical", None), "target", "hard") == "hard":
-        try:
+    if (
+        getattr(scheme, "target", "hard") == "hard"
+        and getattr(getattr(scheme, "categorical", None), "target", "hard") == "hard"
+    ):
+        # class_weights="balanced" needs a training split, which an ensemble does not have.
+        with contextlib.suppress(LabelSchemeError):
             values[f"{prefix}loss"] = float(scheme.loss(outputs, targets))
-        except LabelSchemeError:
-            pass  # class_weights="balanced" needs a training split, which an ensemble does not have
     return values
 
 
@@ -105,7 +107,11 @@ def evaluate(scheme: Any, predictions: pd.DataFrame) -> dict[str, float]:
     from emoexp.runner import summarise_folds
 
     per_block = []
-    blocks = predictions["fold"] if "fold" in predictions.columns else pd.Series("holdout", index=predictions.index)
+    blocks = (
+        predictions["fold"]
+        if "fold" in predictions.columns
+        else pd.Series("holdout", index=predictions.index)
+    )
     for block in blocks.unique():
         part = predictions[blocks == block]
         metrics = {}
@@ -135,8 +141,11 @@ def build(client: Any, runs: Sequence[Run], method: str = "soft") -> Ensemble:
     if classes:
         probs = np.stack([f[[f"prob_{c}" for c in classes]].to_numpy(float) for f in frames])
         labels = reference["target"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
-        metric = scheme.monitor.split("/", 1)[1] if scheme.monitor.split("/", 1)[1] in (
-            "accuracy", "uar", "f1_macro", "f1_weighted") else "uar"
+        metric = (
+            scheme.monitor.split("/", 1)[1]
+            if scheme.monitor.split("/", 1)[1] in ("accuracy", "uar", "f1_macro", "f1_weighted")
+            else "uar"
+        )
         combined = combine_probs(method, probs, labels, split, blocks, guard, metric)
         decoded["probs"] = combined.probs
     dims = list(getattr(scheme, "dims", ()) or ())
@@ -145,9 +154,15 @@ def build(client: Any, runs: Sequence[Run], method: str = "soft") -> Ensemble:
         truth = reference[[f"{d}_true" for d in dims]].to_numpy(float)
         regression = combine_dims(method, values, truth, split, blocks, tuple(dims), guard)
         decoded["dims"] = regression.dims
-        combined = Combined(combined.probs, regression.dims, {**combined.weights, **{f"dims_{k}": v for k, v in
-                            regression.weights.items()}}, {**combined.details, **regression.details})
-    meta = [c for c in reference.columns if c in ("split", "id", "speaker") or c.startswith(schema.GROUP_PREFIX)]
+        combined = Combined(
+            combined.probs,
+            regression.dims,
+            {**combined.weights, **{f"dims_{k}": v for k, v in regression.weights.items()}},
+            {**combined.details, **regression.details},
+        )
+    meta = [
+        c for c in reference.columns if c in ("split", "id", "speaker") or c.startswith(schema.GROUP_PREFIX)
+    ]
     frame = scheme.predictions_frame(decoded, _samples(reference, scheme))
     predictions = pd.concat([reference[meta], frame], axis=1)
     if (reference["block"] != "holdout").any():
@@ -160,8 +175,9 @@ def _common(runs: Sequence[Run], tag: str, mixed: str = "mixed") -> str:
     return values.pop() if len(values) == 1 else mixed
 
 
-def log_ensemble(client: Any, ensemble: Ensemble, experiment: str, run_name: str,
-                 selection: dict[str, Any] | None = None) -> str:
+def log_ensemble(
+    client: Any, ensemble: Ensemble, experiment: str, run_name: str, selection: dict[str, Any] | None = None
+) -> str:
     """Log the ensemble as a new MLflow run tagged ``ensemble=true`` with its members' ids.
 
     The run records what a training run records where it applies: the training runs' metric
@@ -186,7 +202,9 @@ def log_ensemble(client: Any, ensemble: Ensemble, experiment: str, run_name: str
         "emoexp.kind": KIND,
         "ensemble.method": ensemble.method,
         "ensemble.members": ",".join(r.run_id for r in runs),
-        "ensemble.member_models": ",".join(f"{r.tags.get('modality', '?')}/{r.tags.get('model', '?')}" for r in runs),
+        "ensemble.member_models": ",".join(
+            f"{r.tags.get('modality', '?')}/{r.tags.get('model', '?')}" for r in runs
+        ),
         "modality": modality,
         "model": f"ensemble-{ensemble.method}",
         "label_scheme": ensemble.scheme.name,
@@ -201,25 +219,47 @@ def log_ensemble(client: Any, ensemble: Ensemble, experiment: str, run_name: str
     experiment_id = ensure_experiment(client.tracking_uri, experiment)
     run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
     try:
-        params = {"ensemble.method": ensemble.method, "ensemble.members": tags["ensemble.members"],
-                  "ensemble.size": len(runs), **(selection or {})}
+        params = {
+            "ensemble.method": ensemble.method,
+            "ensemble.members": tags["ensemble.members"],
+            "ensemble.size": len(runs),
+            **(selection or {}),
+        }
         timestamp = int(time.time() * 1000)
         client.log_batch(
             run_id,
-            metrics=[mlflow.entities.Metric(k, v, timestamp, 0) for k, v in ensemble.metrics.items() if np.isfinite(v)],
-            params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items() if v not in (None, "")],
+            metrics=[
+                mlflow.entities.Metric(k, v, timestamp, 0)
+                for k, v in ensemble.metrics.items()
+                if np.isfinite(v)
+            ],
+            params=[
+                mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items() if v not in (None, "")
+            ],
         )
         record = {
             "method": ensemble.method,
-            "members": [{"run_id": r.run_id, "name": r.name, "experiment": r.experiment, "modality":
-                         r.tags.get("modality"), "model": r.tags.get("model"), "seed": r.tags.get("seed")} for r in runs],
+            "members": [
+                {
+                    "run_id": r.run_id,
+                    "name": r.name,
+                    "experiment": r.experiment,
+                    "modality": r.tags.get("modality"),
+                    "model": r.tags.get("model"),
+                    "seed": r.tags.get("seed"),
+                }
+                for r in runs
+            ],
             "weights": ensemble.combined.weights,
             "details": ensemble.combined.details,
             "meta_learner_fitted_on": "validation rows only",
         }
-        config = {"modality": modality, "model": {"name": tags["model"]}, "label_scheme":
-                  ensemble.members[0].scheme_config, "ensemble": {"method": ensemble.method, "members":
-                  [r.run_id for r in runs]}}
+        config = {
+            "modality": modality,
+            "model": {"name": tags["model"]},
+            "label_scheme": ensemble.members[0].scheme_config,
+            "ensemble": {"method": ensemble.method, "members": [r.run_id for r in runs]},
+        }
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             ensemble.predictions.to_csv(folder / "predictions.csv", index=False)

@@ -39,8 +39,10 @@ class ValidationOnlyFit:
 
     fitted_rows: list[np.ndarray] = field(default_factory=list)
 
-    def fit(self, estimator: Any, features: np.ndarray, targets: np.ndarray, rows: np.ndarray, split: np.ndarray) -> Any:
-        """Fit ``estimator`` on ``features[rows]``; raise :class:`TestLeakError` unless all rows are validation rows."""
+    def fit(
+        self, estimator: Any, features: np.ndarray, targets: np.ndarray, rows: np.ndarray, split: np.ndarray
+    ) -> Any:
+        """Fit ``estimator`` on ``features[rows]``; raise :class:`TestLeakError` unless all are val rows."""
         if len(rows) == 0 or not np.all(split[rows] == VAL):
             raise TestLeakError(
                 f"refusing to fit a meta-learner on non-validation rows (splits {sorted(set(split[rows]))}): "
@@ -78,8 +80,15 @@ def _stack_features(probs: np.ndarray) -> np.ndarray:
     return np.log(np.clip(probs, 1e-7, 1.0)).transpose(1, 0, 2).reshape(probs.shape[1], -1)
 
 
-def _cross_val_predict(make: Any, features: np.ndarray, targets: np.ndarray, rows: np.ndarray, split: np.ndarray,
-                       guard: ValidationOnlyFit, n_classes: int | None) -> np.ndarray:
+def _cross_val_predict(
+    make: Any,
+    features: np.ndarray,
+    targets: np.ndarray,
+    rows: np.ndarray,
+    split: np.ndarray,
+    guard: ValidationOnlyFit,
+    n_classes: int | None,
+) -> np.ndarray:
     """Out-of-fold predictions for the validation rows (each from a model not fitted on it)."""
     from sklearn.model_selection import KFold
 
@@ -100,8 +109,13 @@ def _predict(model: Any, features: np.ndarray, n_classes: int | None) -> np.ndar
 
 
 def combine_probs(
-    method: str, probs: np.ndarray, labels: np.ndarray, split: np.ndarray, blocks: np.ndarray,
-    guard: ValidationOnlyFit | None = None, validation_metric: str = "uar",
+    method: str,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    split: np.ndarray,
+    blocks: np.ndarray,
+    guard: ValidationOnlyFit | None = None,
+    validation_metric: str = "uar",
 ) -> Combined:
     """Combine member class probabilities ``[M, N, C]``.
 
@@ -156,7 +170,9 @@ def combine_probs(
             out[rows] /= out[rows].sum(axis=1, keepdims=True)
         elif method == "stacking":
             if len(np.unique(labels[val])) < 2:
-                raise EnsembleError(f"stacking needs validation rows of at least 2 classes in block {block!r}.")
+                raise EnsembleError(
+                    f"stacking needs validation rows of at least 2 classes in block {block!r}."
+                )
             features = _stack_features(probs)
 
             def make() -> LogisticRegression:
@@ -173,8 +189,13 @@ def combine_probs(
 
 
 def combine_dims(
-    method: str, dims: np.ndarray, truth: np.ndarray, split: np.ndarray, blocks: np.ndarray,
-    names: tuple[str, ...], guard: ValidationOnlyFit | None = None,
+    method: str,
+    dims: np.ndarray,
+    truth: np.ndarray,
+    split: np.ndarray,
+    blocks: np.ndarray,
+    names: tuple[str, ...],
+    guard: ValidationOnlyFit | None = None,
 ) -> Combined:
     """Combine member valence/arousal predictions ``[M, N, D]``.
 
@@ -208,7 +229,9 @@ def combine_dims(
                 features = dims[:, :, j].T
                 model = guard.fit(Ridge(alpha=1.0), features, truth[:, j], val, split)
                 out[test, j] = model.predict(features[test])
-                out[val, j] = _cross_val_predict(lambda: Ridge(alpha=1.0), features, truth[:, j], val, split, guard, None)
+                out[val, j] = _cross_val_predict(
+                    lambda: Ridge(alpha=1.0), features, truth[:, j], val, split, guard, None
+                )
                 combined.details[f"coefficients_{block}_{names[j]}"] = np.round(model.coef_, 5).tolist()
             out[rows] = out[rows].clip(-1.0, 1.0)
         else:

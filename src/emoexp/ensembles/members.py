@@ -42,7 +42,8 @@ def load_members(client: Any, runs: Sequence[Run]) -> list[Member]:
         splits = set(frame["split"])
         if not {"val", "test"} <= splits:
             raise EnsembleError(
-                f"member {run.run_id} ({run.name}) has predictions for {sorted(splits)}, but an ensemble needs "
+                f"member {run.run_id} ({run.name}) has predictions for {sorted(splits)}, but an ensemble "
+                "needs "
                 "validation (to learn weights/stacking) and test predictions."
             )
         frame = frame.assign(block=frame["fold"].astype(str) if "fold" in frame.columns else "holdout")
@@ -60,7 +61,11 @@ def build_scheme(members: Sequence[Member]) -> Any:
 
     def essence(config: dict[str, Any]) -> tuple:
         scheme = instantiate(config, _convert_="all")
-        return scheme.name, tuple(getattr(scheme, "classes", ()) or ()), tuple(getattr(scheme, "dims", ()) or ())
+        return (
+            scheme.name,
+            tuple(getattr(scheme, "classes", ()) or ()),
+            tuple(getattr(scheme, "dims", ()) or ()),
+        )
 
     reference = essence(members[0].scheme_config)
     for member in members[1:]:
@@ -68,11 +73,14 @@ def build_scheme(members: Sequence[Member]) -> Any:
         if other != reference:
             raise EnsembleError(
                 f"members use different label schemes: {members[0].run.run_id} has {reference}, "
-                f"{member.run.run_id} has {other}; ensemble runs of one label_scheme (filter='label_scheme=...')."
+                f"{member.run.run_id} has {other}; ensemble runs of one label_scheme "
+                "(filter='label_scheme=...')."
             )
     scheme = instantiate(members[0].scheme_config, _convert_="all")
     if getattr(scheme, "kind", "") not in ("categorical", "dimensional", "both"):
-        raise EnsembleError(f"ensembles support categorical, dimensional and 'both' schemes, not {scheme.name!r}.")
+        raise EnsembleError(
+            f"ensembles support categorical, dimensional and 'both' schemes, not {scheme.name!r}."
+        )
     return scheme
 
 
@@ -88,8 +96,10 @@ def align(members: Sequence[Member]) -> list[pd.DataFrame]:
         frame = member.predictions
         duplicated = frame.duplicated(list(KEY))
         if duplicated.any():
-            raise EnsembleError(f"member {member.run.run_id} has duplicated predictions, e.g. "
-                                f"{frame.loc[duplicated, list(KEY)].head(3).values.tolist()}.")
+            raise EnsembleError(
+                f"member {member.run.run_id} has duplicated predictions, e.g. "
+                f"{frame.loc[duplicated, list(KEY)].head(3).values.tolist()}."
+            )
         keyed.append(frame.set_index(list(KEY)).sort_index())
     reference = keyed[0].index
     for member, frame in zip(members[1:], keyed[1:], strict=True):
@@ -98,8 +108,9 @@ def align(members: Sequence[Member]) -> list[pd.DataFrame]:
             only_other = frame.index.difference(reference)
             raise EnsembleError(
                 f"members {members[0].run.run_id} and {member.run.run_id} do not cover the same samples "
-                f"({len(only_first)} only in the first, e.g. {list(only_first[:3])}; {len(only_other)} only in the "
-                f"second, e.g. {list(only_other[:3])}). Members must share data, protocol and seed (same split), "
+                f"({len(only_first)} only in the first, e.g. {list(only_first[:3])}; {len(only_other)} only "
+                f"in the second, e.g. {list(only_other[:3])}). Members must share data, protocol and seed "
+                "(same split), "
                 f"e.g. data_fingerprint {members[0].run.tags.get('data_fingerprint')} vs "
                 f"{member.run.tags.get('data_fingerprint')}."
             )

@@ -140,7 +140,10 @@ def bootstrap_metric(
     value = float(metric(y_true, y_pred))
     rng = np.random.default_rng(seed)
     draws = np.array(
-        [metric(y_true[rows], y_pred[rows]) for rows in rng.integers(0, len(y_true), (n_resamples, len(y_true)))]
+        [
+            metric(y_true[rows], y_pred[rows])
+            for rows in rng.integers(0, len(y_true), (n_resamples, len(y_true)))
+        ]
     )
     draws = draws[np.isfinite(draws)]
     if draws.size == 0:

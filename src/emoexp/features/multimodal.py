@@ -42,12 +42,19 @@ class MultimodalFeatures(Featurizer):
     cacheable = False  # each child caches its own extraction
     fit_before_extract = True  # :meth:`fit` copes with not having the features yet
 
-    def __init__(self, audio: Featurizer | None = None, visual: Featurizer | None = None,
-                 text: Featurizer | None = None):
-        self.children = {m: f for m, f in (("audio", audio), ("visual", visual), ("text", text)) if f is not None}
+    def __init__(
+        self,
+        audio: Featurizer | None = None,
+        visual: Featurizer | None = None,
+        text: Featurizer | None = None,
+    ):
+        self.children = {
+            m: f for m, f in (("audio", audio), ("visual", visual), ("text", text)) if f is not None
+        }
         if len(self.children) < 2:
             raise ValueError(
-                f"MultimodalFeatures needs featurizers for at least two modalities, got {sorted(self.children)}."
+                "MultimodalFeatures needs featurizers for at least two modalities, "
+                f"got {sorted(self.children)}."
             )
 
     @property
@@ -56,9 +63,13 @@ class MultimodalFeatures(Featurizer):
         return list(self.children)
 
     def build(
-        self, manifest: pd.DataFrame, train_mask: Any, cache_dir: str | Path | None = None, use_cache: bool = True
+        self,
+        manifest: pd.DataFrame,
+        train_mask: Any,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
     ) -> tuple[Features, bool]:
-        """Build each modality's features as the data module builds a unimodal model's (cached, fitted on train).
+        """Build each modality's features as the data module builds a unimodal model's (cached, train-fitted).
 
         Returns:
             The prefixed model inputs and whether every cacheable extraction hit the cache.
@@ -108,4 +119,3 @@ class MultimodalFeatures(Featurizer):
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: D102
         for modality, featurizer in self.children.items():
             featurizer.load_state_dict(state.get(modality, {}))
-

@@ -151,7 +151,8 @@ def _encode(annotations: Annotations, classes: Sequence[str] | None) -> _Encoded
     if (labels < 0).any():
         unknown = sorted({str(v) for v, code in zip(frame[LABEL], labels, strict=True) if code < 0})
         raise ValueError(f"annotation labels {unknown} are not among the classes {list(classes)}.")
-    rater_codes, rater_ids = pd.factorize(frame[ANNOTATOR], sort=True)
+    # Order of first appearance: ids may mix positions (ints) with names, which do not sort.
+    rater_codes, rater_ids = pd.factorize(frame[ANNOTATOR], sort=False)
     return _Encoded(
         items=frame[ITEM].to_numpy(dtype=np.int64),
         annotators=rater_codes.astype(np.int64),

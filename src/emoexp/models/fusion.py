@@ -70,13 +70,17 @@ class FusionNet(nn.Module):
     ):
         super().__init__()
         if len(encoders) < 2:
-            raise ValueError(f"a fusion model needs encoders for at least two modalities, got {sorted(encoders)}.")
+            raise ValueError(
+                f"a fusion model needs encoders for at least two modalities, got {sorted(encoders)}."
+            )
         if not 0.0 <= modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}.")
         modality_kwargs = modality_kwargs or {}
         missing = sorted(set(modality_kwargs) - set(encoders))
         if missing:
-            raise ValueError(f"the features provide {missing} but model.net.encoders has no encoder for them.")
+            raise ValueError(
+                f"the features provide {missing} but model.net.encoders has no encoder for them."
+            )
         self.modalities = list(encoders)
         self.encoders = nn.ModuleDict()
         self.projections = nn.ModuleDict()
@@ -86,7 +90,9 @@ class FusionNet(nn.Module):
             if isinstance(getattr(encoder, "head", None), nn.Linear):
                 encoder.head = nn.Identity()  # unused: leaving it would give parameters without gradients
             self.encoders[modality] = encoder
-            self.projections[modality] = nn.Sequential(nn.Linear(size, fusion_dim), nn.LayerNorm(fusion_dim), nn.GELU())
+            self.projections[modality] = nn.Sequential(
+                nn.Linear(size, fusion_dim), nn.LayerNorm(fusion_dim), nn.GELU()
+            )
         self.fusion_dim = fusion_dim
         self.modality_dropout = modality_dropout
         self.dropout = nn.Dropout(dropout)
@@ -202,7 +208,9 @@ class AttentionFusion(FusionNet):
     ):
         super().__init__(num_outputs, encoders, modality_kwargs, fusion_dim, dropout, modality_dropout)
         self.modality_embedding = nn.Parameter(torch.zeros(len(self.modalities), fusion_dim))
-        self.score = nn.Sequential(nn.Linear(fusion_dim, attention_dim), nn.Tanh(), nn.Linear(attention_dim, 1))
+        self.score = nn.Sequential(
+            nn.Linear(fusion_dim, attention_dim), nn.Tanh(), nn.Linear(attention_dim, 1)
+        )
         self.head = nn.Linear(fusion_dim, num_outputs)
         self.last_weights: torch.Tensor | None = None
 

@@ -36,7 +36,10 @@ def _split_tensors(state: Any, prefix: str, tensors: dict[str, torch.Tensor]) ->
     if isinstance(state, np.ndarray):
         return _split_tensors(torch.from_numpy(state), prefix, tensors)
     if isinstance(state, dict):
-        return {str(k): _split_tensors(v, f"{prefix}.{k}" if prefix else str(k), tensors) for k, v in state.items()}
+        return {
+            str(k): _split_tensors(v, f"{prefix}.{k}" if prefix else str(k), tensors)
+            for k, v in state.items()
+        }
     if isinstance(state, list | tuple):
         return [_split_tensors(v, f"{prefix}.{i}", tensors) for i, v in enumerate(state)]
     if isinstance(state, np.generic):
@@ -102,7 +105,9 @@ def save_bundle(
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(folder / "net.safetensors"))
     tensors: dict[str, torch.Tensor] = {}
-    (folder / "featurizer.json").write_text(json.dumps(_split_tensors(featurizer.state_dict(), "", tensors), indent=1))
+    (folder / "featurizer.json").write_text(
+        json.dumps(_split_tensors(featurizer.state_dict(), "", tensors), indent=1)
+    )
     save_file(tensors, str(folder / "featurizer.safetensors"))
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     keep = {k: resolved[k] for k in ("modality", "model", "label_scheme", "data", "seed") if k in resolved}
@@ -130,7 +135,11 @@ def load_bundle(folder: str | Path) -> tuple[dict[str, Any], DictConfig, Any, An
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    missing = [n for n in ("net.safetensors", "featurizer.json", "config.yaml", "meta.json") if not (folder / n).exists()]
+    missing = [
+        n
+        for n in ("net.safetensors", "featurizer.json", "config.yaml", "meta.json")
+        if not (folder / n).exists()
+    ]
     if missing:
         raise FileNotFoundError(f"{folder} is not an emoexp model folder (missing {missing}).")
     meta = json.loads((folder / "meta.json").read_text())
@@ -141,13 +150,19 @@ def load_bundle(folder: str | Path) -> tuple[dict[str, Any], DictConfig, Any, An
     if "labels" in meta["scheme"] and hasattr(scheme, "labels"):
         scheme.labels = tuple(meta["scheme"]["labels"])
     featurizer = hydra.utils.instantiate(cfg.model.features[meta["modality"]], _convert_="all")
-    tensors = load_file(str(folder / "featurizer.safetensors")) if (folder / "featurizer.safetensors").exists() else {}
+    tensors = (
+        load_file(str(folder / "featurizer.safetensors"))
+        if (folder / "featurizer.safetensors").exists()
+        else {}
+    )
     featurizer.load_state_dict(_join_tensors(json.loads((folder / "featurizer.json").read_text()), tensors))
     net_cfg = cfg.model.net
     if net_cfg.get("pretrained_path"):
         # Starting weights are irrelevant (overwritten below) and may not exist where we predict.
         net_cfg = OmegaConf.merge(net_cfg, {"pretrained_path": None})
-    net = hydra.utils.instantiate(net_cfg, num_outputs=meta["num_outputs"], **meta["net_kwargs"], _convert_="all")
+    net = hydra.utils.instantiate(
+        net_cfg, num_outputs=meta["num_outputs"], **meta["net_kwargs"], _convert_="all"
+    )
     net.load_state_dict(load_file(str(folder / "net.safetensors")))
     net.eval()
     return meta, cfg, scheme, featurizer, net

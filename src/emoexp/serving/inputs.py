@@ -32,7 +32,8 @@ def _expects(modality: str) -> str:
     if modality == "text":
         return "a text, a .txt file (one text per line), a folder of them, or a CSV with a 'text' column"
     suffixes = ", ".join(sorted(_KIND[modality]))
-    return f"{modality} files ({suffixes}), a folder of them, or a CSV with a '{_COLUMN[modality]}' column of paths"
+    column = _COLUMN[modality]
+    return f"{modality} files ({suffixes}), a folder of them, or a CSV with a '{column}' column of paths"
 
 
 def kind_of(path: Path) -> str | None:
@@ -45,7 +46,9 @@ def kind_of(path: Path) -> str | None:
 
 def _wrong_modality(source: str, kind: str, modality: str, run_id: str) -> str:
     shown = "image" if kind == "visual" else kind
-    return f"{source} is {'an' if shown[0] in 'aeiou' else 'a'} {shown} input, but run {run_id} is a {modality} model; give {_expects(modality)}."
+    article = "an" if shown[0] in "aeiou" else "a"
+    expected = _expects(modality)
+    return f"{source} is {article} {shown} input, but run {run_id} is a {modality} model; give {expected}."
 
 
 def _text_rows(path: Path) -> pd.DataFrame:
@@ -59,7 +62,9 @@ def _text_rows(path: Path) -> pd.DataFrame:
 
 def _table(path: Path, modality: str, columns: list[str]) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
+        frame = pd.read_csv(
+            path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False
+        )
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read table {path}: {error}") from error
     missing = [c for c in columns if c not in frame.columns]
@@ -75,7 +80,9 @@ def _table(path: Path, modality: str, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-def read_inputs(value: str, modality: str, columns: list[str], run_id: str = "?") -> tuple[pd.DataFrame, list[Failure]]:
+def read_inputs(
+    value: str, modality: str, columns: list[str], run_id: str = "?"
+) -> tuple[pd.DataFrame, list[Failure]]:
     """Build the manifest to predict from ``input=`` and list inputs skipped up front.
 
     Args:
@@ -99,11 +106,19 @@ def read_inputs(value: str, modality: str, columns: list[str], run_id: str = "?"
         for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
             kind = kind_of(file)
             if kind == modality:
-                frames.append(_text_rows(file) if modality == "text" else pd.DataFrame(
-                    {schema.ID: [str(file.relative_to(path))], _COLUMN[modality]: [str(file)]}))
+                frames.append(
+                    _text_rows(file)
+                    if modality == "text"
+                    else pd.DataFrame(
+                        {schema.ID: [str(file.relative_to(path))], _COLUMN[modality]: [str(file)]}
+                    )
+                )
             else:
-                reason = _wrong_modality(str(file), kind, modality, run_id) if kind in _KIND else (
-                    f"not a {modality} input (unknown file type {file.suffix or 'without suffix'!r})")
+                reason = (
+                    _wrong_modality(str(file), kind, modality, run_id)
+                    if kind in _KIND
+                    else (f"not a {modality} input (unknown file type {file.suffix or 'without suffix'!r})")
+                )
                 skipped.append(Failure(str(file.relative_to(path)), str(file), reason))
         if not frames:
             raise InputError(f"folder {path} holds no {modality} input; it should hold {_expects(modality)}.")
@@ -114,14 +129,21 @@ def read_inputs(value: str, modality: str, columns: list[str], run_id: str = "?"
             return manifest_from_frame(_table(path, modality, columns), columns), skipped
         if kind != modality or modality == "multimodal":
             if kind is None:
-                raise InputError(f"{path} has an unknown file type; a {modality} model takes {_expects(modality)}.")
+                raise InputError(
+                    f"{path} has an unknown file type; a {modality} model takes {_expects(modality)}."
+                )
             raise InputError(_wrong_modality(str(path), kind, modality, run_id))
         if modality == "text":
             return manifest_from_frame(_text_rows(path), columns), skipped
-        return manifest_from_frame(pd.DataFrame({"id": [path.name], _COLUMN[modality]: [str(path)]}), columns), skipped
+        return manifest_from_frame(
+            pd.DataFrame({"id": [path.name], _COLUMN[modality]: [str(path)]}), columns
+        ), skipped
     looks_like_path = path.suffix.lower() in AUDIO_SUFFIXES | IMAGE_SUFFIXES | TEXT_SUFFIXES | TABLE_SUFFIXES
     if modality == "text" and not looks_like_path and value.strip():
         return manifest_from_frame(pd.DataFrame({"id": ["input"], schema.TEXT: [value]}), columns), skipped
     if looks_like_path or modality != "text":
-        raise InputError(f"input {value!r} is not an existing file or folder; a {modality} model takes {_expects(modality)}.")
+        raise InputError(
+            f"input {value!r} is not an existing file or folder; "
+            f"a {modality} model takes {_expects(modality)}."
+        )
     raise InputError(f"input is empty; a {modality} model takes {_expects(modality)}.")

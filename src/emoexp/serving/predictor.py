@@ -34,7 +34,9 @@ class Predictor:
         batch_size: Inputs per forward pass.
     """
 
-    def __init__(self, meta: dict[str, Any], scheme: Any, featurizer: Any, net: torch.nn.Module, batch_size: int = 64):
+    def __init__(
+        self, meta: dict[str, Any], scheme: Any, featurizer: Any, net: torch.nn.Module, batch_size: int = 64
+    ):
         self.meta = meta
         self.scheme = scheme
         self.featurizer = featurizer
@@ -77,8 +79,12 @@ class Predictor:
                 features.append(self._featurize_one(row))
                 ok.append(position)
             except (ValueError, OSError, RuntimeError) as error:
-                source = next((str(row[c].iloc[0]) for c in self.input_columns if c in row and c != schema.TEXT), "")
-                failures.append(Failure(str(row[schema.ID].iloc[0]), source, f"{type(error).__name__}: {error}"))
+                source = next(
+                    (str(row[c].iloc[0]) for c in self.input_columns if c in row and c != schema.TEXT), ""
+                )
+                failures.append(
+                    Failure(str(row[schema.ID].iloc[0]), source, f"{type(error).__name__}: {error}")
+                )
         if not features:
             return {}, np.array([], dtype=int), failures
         batch = {k: torch.cat([f[k] for f in features]) for k in features[0]}
@@ -126,7 +132,9 @@ class Predictor:
         if not len(ok):
             return pd.DataFrame(columns=[schema.ID]), failures
         decoded = self.decode(self.outputs(features))
-        inputs = manifest.iloc[ok][[schema.ID, *[c for c in self.input_columns if c in manifest]]].reset_index(drop=True)
+        inputs = manifest.iloc[ok][
+            [schema.ID, *[c for c in self.input_columns if c in manifest]]
+        ].reset_index(drop=True)
         return pd.concat([inputs, decoded], axis=1), failures
 
 
@@ -134,9 +142,16 @@ def manifest_from_frame(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataF
     """A prediction manifest from a DataFrame with the input ``columns`` (and optionally ``id``)."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise KeyError(f"input has columns {list(frame.columns)} but the model needs {list(columns)} (missing {missing}).")
+        raise KeyError(
+            f"input has columns {list(frame.columns)} but the model needs {list(columns)} "
+            f"(missing {missing})."
+        )
     out = pd.DataFrame({c: frame[c].to_numpy(dtype=object) for c in columns})
-    ids = frame["id"].astype(str).to_numpy() if "id" in frame.columns else [f"row-{i}" for i in range(len(frame))]
+    ids = (
+        frame["id"].astype(str).to_numpy()
+        if "id" in frame.columns
+        else [f"row-{i}" for i in range(len(frame))]
+    )
     out.insert(0, schema.ID, ids)
     out[schema.CORPUS] = "predict"
     out[schema.SPEAKER] = "unknown"

@@ -33,7 +33,9 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
 
         self.predictor = Predictor.from_folder(context.artifacts[BUNDLE_KEY])
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         """Predict every row; unreadable inputs get their ``error`` column filled."""
         from emoexp.serving.predictor import manifest_from_frame
 
@@ -47,7 +49,7 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
 
 
 def signature(input_columns: list[str], scheme: Any) -> Any:
-    """Model signature: string input columns (plus optional ``id``); prediction/probability/dimension outputs."""
+    """Model signature: string input columns (and optional ``id``); prediction/probabilities/dimensions."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
@@ -65,11 +67,25 @@ def signature(input_columns: list[str], scheme: Any) -> Any:
 
 
 def _requirements() -> list[str]:
-    """Pinned requirements of the serving environment (inferring them would import the model in a subprocess)."""
+    """Pinned requirements of the serving environment (inferring them imports the model in a subprocess)."""
     import importlib.metadata
 
-    names = ("torch", "torchaudio", "lightning", "hydra-core", "omegaconf", "numpy", "pandas", "safetensors",
-             "soundfile", "pillow", "transformers", "timm", "scikit-learn", "mlflow")
+    names = (
+        "torch",
+        "torchaudio",
+        "lightning",
+        "hydra-core",
+        "omegaconf",
+        "numpy",
+        "pandas",
+        "safetensors",
+        "soundfile",
+        "pillow",
+        "transformers",
+        "timm",
+        "scikit-learn",
+        "mlflow",
+    )
     pins = []
     for name in names:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
@@ -111,17 +127,16 @@ def log_model(tracking_uri: str, run_id: str, cfg: Any, scheme: Any, featurizer:
     """
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_bundle(Path(tmp) / "bundle", cfg, scheme, featurizer, net, run_id)
-        with _fluent_run(tracking_uri, run_id):
-            with warnings.catch_warnings():
-                # No input example on purpose: one would need a real audio/image file to validate.
-                warnings.filterwarnings("ignore", message=".*input example was not provided.*")
-                mlflow.pyfunc.log_model(
-                    name=MODEL_NAME,
-                    python_model=str(Path(__file__).with_name("model_code.py")),
-                    artifacts={BUNDLE_KEY: str(folder)},
-                    signature=signature(_columns(folder), scheme),
-                    pip_requirements=_requirements(),
-                )
+        with _fluent_run(tracking_uri, run_id), warnings.catch_warnings():
+            # No input example on purpose: one would need a real audio/image file to validate.
+            warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+            mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                python_model=str(Path(__file__).with_name("model_code.py")),
+                artifacts={BUNDLE_KEY: str(folder)},
+                signature=signature(_columns(folder), scheme),
+                pip_requirements=_requirements(),
+            )
 
 
 def _columns(folder: Path) -> list[str]:

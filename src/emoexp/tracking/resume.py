@@ -80,7 +80,7 @@ def find_run_to_resume(client: Any, experiment: str, fingerprint: str, resume: A
         same command then works for the first submission of a requeueable job and for its requeues).
 
     Raises:
-        ConfigError: If the named run does not exist, finished already, or has another config.
+        ConfigError: If the named run does not exist or finished already.
     """
     if resume is True or str(resume).lower() == "true":
         found = client.get_experiment_by_name(experiment)
@@ -111,10 +111,13 @@ def find_run_to_resume(client: Any, experiment: str, fingerprint: str, resume: A
     if run.info.status == "FINISHED":
         raise ConfigError(f"resume={resume}: the run finished already; there is nothing to resume.")
     if run.data.tags.get(FINGERPRINT_TAG) != fingerprint:
-        raise ConfigError(
-            f"resume={resume}: the run was started with another config (config_fingerprint "
-            f"{run.data.tags.get(FINGERPRINT_TAG)} != {fingerprint}). Re-run it with the overrides of its "
-            "config.yaml artifact; only paths, tracking.uri, threads and loader workers may change."
+        # Named explicitly, so resumed anyway (a config default may have changed in between); say so.
+        log.warning(
+            "resume=%s: the run was started with another config (config_fingerprint %s, now %s); its "
+            "config.yaml artifact has the original. Continuing it as asked.",
+            resume,
+            run.data.tags.get(FINGERPRINT_TAG),
+            fingerprint,
         )
     return run
 

@@ -148,8 +148,8 @@ def settings_from_config(
     if "ddp" in str(trainer.get("strategy", "")) or str(trainer.get("devices", 1)) not in ("1", "auto"):
         raise ConfigError(
             f"emoexp.tune trains each trial on one device (trainer.strategy={trainer.get('strategy')}, "
-            f"trainer.devices={trainer.get('devices')}): Lightning's DDP launcher would start the tuner again "
-            "in every rank. Run one trial per GPU instead: trainer=gpu tuner.n_workers=<number of GPUs>."
+            f"trainer.devices={trainer.get('devices')}): Lightning's DDP launcher would start the tuner "
+            "again in every rank. Run one trial per GPU instead: trainer=gpu tuner.n_workers=<GPUs>."
         )
     n_trials = int(sweeper.get("n_trials") or 0)
     if n_trials < 1:
@@ -523,7 +523,10 @@ class Tuner:
         summary = tracking.summarise(client, parent_id, study, self.settings.metric_names)
         summary["parent_run_id"] = parent_id
         if summary["best"] and self.tuner.final_run:
-            summary["final"] = self.final_run(study, summary["best"][0]["number"], parent_id, client)
+            # Of the Pareto front (one trial when single-objective), the best on the first objective.
+            pick = max if self.settings.directions[0] == "maximize" else min
+            best = pick(summary["best"], key=lambda trial: trial["values"][0])
+            summary["final"] = self.final_run(study, best["number"], parent_id, client)
         elif not summary["best"]:
             log.warning("no trial completed: nothing to evaluate on test")
         if not running:

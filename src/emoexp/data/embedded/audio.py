@@ -250,7 +250,9 @@ def _noise_filter(kind: str, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     from scipy import signal
 
     low, high = _NOISE_BANDS[kind]
+    # At low sample rates (telephone speech) the band is squeezed below the Nyquist frequency.
     high = min(high, 0.95 * sample_rate / 2)
+    low = min(low, 0.6 * high)
     return signal.butter(2, [low, high], btype="bandpass", fs=sample_rate)
 
 

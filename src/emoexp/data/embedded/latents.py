@@ -93,11 +93,20 @@ def _annotate(
 ) -> list[list[str]]:
     """Simulate ``n_annotators`` raters labelling every sample."""
     n_samples, n_classes = len(class_index), len(classes)
-    accuracy = np.clip(annotator_accuracy + _ANNOTATOR_SPREAD * rng.standard_normal(n_annotators), 0.05, 0.99)
-    # Weak expressions are harder: shift each rater's log-odds of being right with intensity.
-    logit = np.log(accuracy / (1 - accuracy))[None, :] + _INTENSITY_SLOPE * (
-        intensity[:, None] - INTENSITY_MEAN
-    )
+    # Individual accuracies spread around the requested one, centred so that the pool as a
+    # whole has exactly that accuracy (with 5 raters an uncentred draw is often 0.05 off).
+    spread = rng.standard_normal(n_annotators)
+    spread = spread - spread.mean() if n_annotators > 1 else 0.0 * spread
+    accuracy = np.clip(annotator_accuracy + _ANNOTATOR_SPREAD * spread, 0.05, 0.99)
+    # Weak expressions are harder: each rater's log-odds of being right rise with intensity,
+    # around a per-rater offset solved so that the rater's mean accuracy is as drawn.
+    slope = _INTENSITY_SLOPE * (intensity[:, None] - INTENSITY_MEAN)
+    low, high = np.full(n_annotators, -10.0), np.full(n_annotators, 10.0)
+    for _ in range(40):  # bisection, vectorised over raters
+        offset = (low + high) / 2
+        too_good = (1.0 / (1.0 + np.exp(-(offset + slope)))).mean(axis=0) > accuracy
+        high, low = np.where(too_good, offset, high), np.where(too_good, low, offset)
+    logit = (low + high) / 2 + slope
     correct = rng.random((n_samples, n_annotators)) < 1.0 / (1.0 + np.exp(-logit))
 
     confusion = confusion_weights(classes)[class_index]

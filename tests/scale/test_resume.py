@@ -1,0 +1,164 @@
+"""Interruption-safe runs: signals mark runs interrupted, resume continues them, NaN fails them."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from emoexp.tracking.resume import config_fingerprint
+from emoexp.train import train
+
+PROBE = "+callbacks.probe._target_=step_probe.StepProbe"
+EPOCHS = 3
+
+
+def _artifacts(client, run_id: str, path: str = "") -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def _assert_one_clean_history(metric_history, run_id: str, epochs: int) -> None:
+    """Every epoch metric has one point per epoch, at the steps of an uninterrupted run."""
+    for key in ("val/uar", "val/loss", "train/loss", "val/uar_best"):
+        steps = [step for step, _ in metric_history(run_id, key)]
+        per_epoch = steps[0] + 1  # epoch e ends at step (e + 1) * batches - 1
+        assert steps == [(e + 1) * per_epoch - 1 for e in range(epochs)], (key, steps)
+    epochs_logged = sorted({int(value) for _, value in metric_history(run_id, "epoch")})
+    assert epochs_logged[:epochs] == list(range(epochs))
+    for key in ("data/samples", "model/parameters", "test/uar", "test/ece"):
+        assert len(metric_history(run_id, key)) == 1, key
+
+
+def test_config_fingerprint_ignores_where_files_go_but_not_what_is_trained(compose):
+    base = config_fingerprint(compose([]))
+    assert (
+        config_fingerprint(compose(["resume=true", "paths.output_dir=/elsewhere", "num_threads=1"])) == base
+    )
+    assert (
+        config_fingerprint(compose(["tracking.uri=sqlite:////tmp/other.db", "datamodule.num_workers=2"]))
+        == base
+    )
+    assert config_fingerprint(compose(["model.net.hidden_size=8"])) != base
+    assert config_fingerprint(compose(["seed=7"])) != base
+    assert config_fingerprint(compose(["trainer.devices=2"])) != base
+
+
+def test_nan_loss_marks_the_run_failed_and_keeps_what_was_logged(compose, tracking_uri, metric_history):
+    # The learning rate explodes after the first epoch: the loss becomes NaN/inf during epoch 1.
+    exploding = (
+        "+scheduler={_target_: torch.optim.lr_scheduler.StepLR, _partial_: true, step_size: 1, gamma: 1e38}"
+    )
+    cfg = compose([f"trainer.max_epochs={EPOCHS}", exploding])
+    with pytest.raises(FloatingPointError, match="not finite"):
+        train(cfg)
+    client = mlflow.MlflowClient(tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("emoexp-audio").experiment_id])
+    assert run.info.status == "FAILED"
+    assert "NonFiniteLossError" in run.data.tags["error"]
+    assert "interrupted" not in run.data.tags
+    assert [v for _, v in metric_history(run.info.run_id, "epoch")][:1] == [0.0]
+    assert len(metric_history(run.info.run_id, "val/uar")) == 1  # epoch 0, before the NaN
+    artifacts = _artifacts(client, run.info.run_id)
+    assert {"error.txt", "config.yaml"} <= artifacts
+    error_text = Path(client.download_artifacts(run.info.run_id, "error.txt")).read_text()
+    assert "Traceback" in error_text and "NonFiniteLossError" in error_text
+    checkpoints = cfg.paths.output_dir + "/checkpoints"
+    for name in ("best.ckpt", "last.ckpt"):  # the last good state, loadable without unpickling code
+        state = torch.load(f"{checkpoints}/{name}", map_location="cpu", weights_only=True)
+        assert all(torch.isfinite(t).all() for t in state["state_dict"].values() if t.is_floating_point())
+
+
+def test_ctrl_c_mid_epoch_then_resume_continues_the_same_run(
+    compose, tracking_uri, probe_importable, metric_history, tmp_path
+):
+    overrides = [
+        f"trainer.max_epochs={EPOCHS}",
+        PROBE,
+        f"+callbacks.probe.marker_dir={tmp_path / 'markers'}",
+        "+callbacks.probe.seconds=0",
+        "+callbacks.probe.signal_at=epoch1-batch1",
+    ]
+    cfg = compose(overrides)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("emoexp-audio").experiment_id
+    [run] = client.search_runs([experiment])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["interrupted"] == "true" and run.data.tags["interrupted_by"] == "SIGINT"
+    assert len(metric_history(run.info.run_id, "val/uar")) == 1  # epoch 0 only: stopped inside epoch 1
+    last = torch.load(f"{cfg.paths.output_dir}/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    assert (
+        last["epoch"] == 1
+        and last["global_step"] == (metric_history(run.info.run_id, "val/uar")[0][0] + 1) + 2
+    )
+
+    metrics = train(compose([*overrides, "resume=true"]))
+    [resumed] = client.search_runs([experiment])
+    assert resumed.info.run_id == run.info.run_id
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.tags["interrupted"] == "false" and resumed.data.tags["resumed"] == "1"
+    _assert_one_clean_history(metric_history, run.info.run_id, EPOCHS)
+    assert metrics["test/uar"] == pytest.approx(resumed.data.metrics["test/uar"])
+    assert metrics["val/uar_best"] == pytest.approx(
+        max(v for _, v in metric_history(run.info.run_id, "val/uar"))
+    )
+    assert "predictions.csv" in _artifacts(client, run.info.run_id)
+
+
+def test_resume_with_nothing_interrupted_starts_a_new_run_and_a_wrong_id_is_refused(compose, tracking_uri):
+    from emoexp.config import ConfigError
+
+    with pytest.raises(ConfigError, match="no such run"):
+        train(compose(["trainer.max_epochs=1", "resume=0123456789abcdef0123456789abcdef"]))
+    train(compose(["trainer.max_epochs=1", "resume=true"]))
+    client = mlflow.MlflowClient(tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("emoexp-audio").experiment_id])
+    assert run.info.status == "FINISHED" and "resumed" not in run.data.tags
+    with pytest.raises(ConfigError, match="finished already"):
+        train(compose(["trainer.max_epochs=1", f"resume={run.info.run_id}"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer", ["default", "ddp_sim"])
+def test_sigterm_mid_epoch_in_a_subprocess_resumes_into_the_same_run(
+    trainer, tmp_path, start_train, run_train, store_runs, metric_history
+):
+    markers = tmp_path / "markers"
+    overrides = [
+        f"trainer={trainer}",
+        f"trainer.max_epochs={EPOCHS}",
+        PROBE,
+        f"+callbacks.probe.marker_dir={markers}",
+        "+callbacks.probe.seconds=0.5",
+    ]
+    process = start_train(overrides)
+    deadline = time.monotonic() + 900
+    while not (markers / "epoch1-batch0").exists():  # inside epoch 1 (every setting has >= 2 batches)
+        assert process.poll() is None, process.stdout.read()[-5000:]
+        assert time.monotonic() < deadline, "training did not reach epoch 1"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)  # as `kill` or a cluster's pre-emption does
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 128 + signal.SIGTERM, output[-5000:]
+    [run] = store_runs()
+    assert run.info.status == "KILLED", output[-5000:]
+    assert run.data.tags["interrupted"] == "true" and run.data.tags["interrupted_by"] == "SIGTERM"
+    assert len(metric_history(run.info.run_id, "val/uar")) == 1
+    last = torch.load(
+        tmp_path / "outputs" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
+    assert last["epoch"] == 1
+
+    run_train([*overrides, "resume=true"])
+    [resumed] = store_runs()
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+    assert resumed.data.tags["resumed"] == "1"
+    _assert_one_clean_history(metric_history, run.info.run_id, EPOCHS)
