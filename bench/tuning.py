@@ -24,7 +24,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 
-def run_study(workdir: Path, name: str, args: argparse.Namespace, *extra: str) -> tuple[dict, list]:
+def run_study(
+    workdir: Path, name: str, args: argparse.Namespace, *extra: str, trials: int = 0, epochs: int = 0
+) -> tuple[dict, list]:
     """One study in ``workdir``: returns the tuner's summary and the study's trials."""
     import optuna
     from hydra import compose, initialize_config_dir
@@ -38,10 +40,10 @@ def run_study(workdir: Path, name: str, args: argparse.Namespace, *extra: str) -
         "hparams_search=audio_lstm",
         f"data.corpus.n_samples={args.samples}",
         f"data.corpus.n_speakers={args.speakers}",
-        f"trainer.max_epochs={args.epochs}",
+        f"trainer.max_epochs={epochs or args.epochs}",
         "trainer.num_sanity_val_steps=0",
         "callbacks=none",  # no early stopping: epochs saved are the pruner's alone
-        f"hydra.sweeper.n_trials={args.trials}",
+        f"hydra.sweeper.n_trials={trials or args.trials}",
         f"hydra.sweeper.study_name={name}",
         f"hydra.sweeper.storage={storage}",
         f"hydra.sweeper.sampler.n_startup_trials={args.startup}",
@@ -50,6 +52,7 @@ def run_study(workdir: Path, name: str, args: argparse.Namespace, *extra: str) -
         f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
         "tuner.final_run=false",
         "tuner.threads_per_worker=1",
+        *args.override,
         *extra,
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -99,7 +102,13 @@ def bench_workers(workdir: Path, args: argparse.Namespace) -> dict:
     for workers in (1, 2):
         start = time.perf_counter()
         _, trials = run_study(
-            workdir, f"workers-{workers}", args, "pruner=none", f"tuner.n_workers={workers}"
+            workdir,
+            f"workers-{workers}",
+            args,
+            "pruner=none",
+            f"tuner.n_workers={workers}",
+            trials=args.worker_trials,
+            epochs=args.worker_epochs,
         )
         rows[f"{workers} worker(s)"] = {
             "trials_per_hour": _trials_per_hour(trials),
@@ -121,6 +130,9 @@ def main() -> None:
     parser.add_argument("--speakers", type=int, default=6)
     parser.add_argument("--startup", type=int, default=4, help="TPE random start-up trials")
     parser.add_argument("--pruner", default="successive_halving", help="pruner config to compare")
+    parser.add_argument("--worker-trials", type=int, default=6, help="trials per study of the workers part")
+    parser.add_argument("--worker-epochs", type=int, default=4, help="max_epochs of the workers part")
+    parser.add_argument("--override", action="append", default=[], help="extra Hydra override (repeatable)")
     parser.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "emoexp-bench-cache"))
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()

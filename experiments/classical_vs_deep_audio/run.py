@@ -82,8 +82,16 @@ def train_all(models: list[str], seeds: list[int], epochs: int, batch: str) -> N
         for seed in seeds:
             with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
                 cfg = compose(config_name="train", overrides=_overrides(model, seed, epochs, batch))
-            start = time.time()
+            start, cpu_start = time.time(), _cpu_seconds()
             metrics = train(cfg)
+            timing = {
+                "model": model,
+                "seed": seed,
+                "wall_s": time.time() - start,
+                "cpu_s": _cpu_seconds() - cpu_start,
+            }
+            with (HERE / "outputs" / batch / "timing.jsonl").open("a") as handle:
+                handle.write(json.dumps(timing) + "\n")
             print(
                 f"{model} seed {seed}: test/uar={metrics['test/uar']:.3f} "
                 f"test/f1_macro={metrics['test/f1_macro']:.3f} ({time.time() - start:.0f} s)",
@@ -105,6 +113,11 @@ def report(batch: str | None = None) -> str:
     if not runs:
         raise SystemExit(f"no finished runs of {STUDY} in {STORE}.")
     batch = batch or max(r.data.tags["batch"] for r in runs)
+    latest: dict[tuple[str, str], object] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        if run.data.tags.get("batch") == batch:  # a (model, seed) trained twice counts once: the latest
+            latest[run.data.tags["model"], run.data.tags["seed"]] = run
+    runs = list(latest.values())
     rows = [
         {
             "model": r.data.tags["model"],
@@ -118,7 +131,6 @@ def report(batch: str | None = None) -> str:
             "epochs": r.data.params.get("trainer.max_epochs", ""),
         }
         for r in runs
-        if r.data.tags.get("batch") == batch
     ]
     frame = pd.DataFrame(rows).sort_values(["model", "seed"])
 
@@ -161,19 +173,27 @@ def report(batch: str | None = None) -> str:
         f"`mlflow ui --backend-store-uri sqlite:///experiments/{STUDY}/mlflow.db`.",
         "",
     ]
-    timing_file = HERE / "outputs" / batch / "timing.json"
-    if timing_file.exists():
-        timing = json.loads(timing_file.read_text())
+    cpu = _batch_cpu_seconds(batch)
+    if cpu:
+        wall = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
         lines.insert(
             -3,
-            f"The whole batch took {timing['cpu_s'] / 60:.1f} CPU-minutes (user + system, one torch thread) "
-            f"and {timing['wall_s'] / 60:.1f} wall-clock minutes on a shared 2-core machine.",
+            f"The batch used {cpu / 60:.1f} CPU-minutes (user + system, one torch thread per run) over "
+            f"{wall / 60:.0f} wall-clock minutes on a shared, heavily loaded 2-core machine.",
         )
     text = "\n".join(lines)
     (HERE / "results.md").write_text(text)
     # Keep the per-run numbers next to the table for statistics (e.g. paired tests across seeds).
     frame.drop(columns=["git_commit"]).to_csv(HERE / "results.csv", index=False)
     return text
+
+
+def _batch_cpu_seconds(batch: str) -> float:
+    """CPU seconds of the batch's runs, as recorded per run in ``outputs/<batch>/timing.jsonl``."""
+    path = HERE / "outputs" / batch / "timing.jsonl"
+    if not path.exists():
+        return 0.0
+    return sum(json.loads(line)["cpu_s"] for line in path.read_text().splitlines() if line.strip())
 
 
 def _cpu_seconds() -> float:
@@ -191,15 +211,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="max epochs of the deep models")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--report", action="store_true", help="only rewrite results.md from the store")
-    parser.add_argument("--batch", default=None, help="report this batch instead of the latest")
+    parser.add_argument("--batch", default=None, help="batch to add runs to, or to report (default: latest)")
     args = parser.parse_args()
     if not args.report:
-        batch = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        start, cpu_start = time.time(), _cpu_seconds()
+        # --batch adds runs to an existing batch (e.g. the models trained in several processes).
+        batch = args.batch or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        (HERE / "outputs" / batch).mkdir(parents=True, exist_ok=True)
+        start = time.time()
         train_all(args.models, args.seeds, args.epochs, batch)
-        timing = {"wall_s": time.time() - start, "cpu_s": _cpu_seconds() - cpu_start}
-        (HERE / "outputs" / batch / "timing.json").write_text(json.dumps(timing))
-        print(f"trained {len(args.models) * len(args.seeds)} runs: {timing}", flush=True)
+        print(f"trained {len(args.models) * len(args.seeds)} runs in {time.time() - start:.0f} s", flush=True)
         args.batch = batch
     print(report(args.batch))
 

@@ -10,11 +10,16 @@ ranks compute alongside it (DDP needs them in every collective) and write nothin
 from __future__ import annotations
 
 import os
+import warnings
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
+
+# The task logs values that torchmetrics has synchronised across ranks already (EmotionTask);
+# Lightning cannot know that and recommends sync_dist=True for every epoch-level value under DDP.
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 # Environment variables that name a process's rank before any process group exists: torchrun and
 # Lightning's launcher (RANK / LOCAL_RANK / NODE_RANK), SLURM (SLURM_PROCID), LSF (JSM_NAMESPACE_RANK).

@@ -112,13 +112,13 @@ def fit_fold(
     from emoexp import distributed
     from emoexp.data.datamodule import EmotionDataModule
     from emoexp.evaluation.dataset_report import dataset_reports
-    from emoexp.interruption import LAST_CHECKPOINT
     from emoexp.features.pretrained import cached_backbone_features
+    from emoexp.interruption import LAST_CHECKPOINT
     from emoexp.tasks import transfer
     from emoexp.tasks.emotion import EmotionTask
     from emoexp.tasks.guard import TrainingGuard
     from emoexp.tracking.lineage import initialise_from
-    from emoexp.tracking.resume import NoReplayMLFlowLogger
+    from emoexp.tracking.resume import ResumableMLFlowLogger
     from emoexp.train import _instantiate
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -168,7 +168,7 @@ def fit_fold(
         param_groups=strategy.param_groups if strategy.uses_backbone() else None,
     )
     client.log_metric(run_id, "model/parameters", float(sum(p.numel() for p in net.parameters())))
-    logger = NoReplayMLFlowLogger(
+    logger = ResumableMLFlowLogger(
         tracking_uri=tracking_uri, run_id=run_id, experiment_name=cfg.tracking.experiment, resume=resume
     )
     # The guard saves last.ckpt on SIGTERM/SIGINT and fails the run on a non-finite loss.

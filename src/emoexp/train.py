@@ -6,15 +6,16 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from emoexp import config as config_checks
-from emoexp.data import schema
 from emoexp.interruption import stop_on_signals
+
+if TYPE_CHECKING:  # pandas stays off the `--cfg job` / `--help` path
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,16 @@ def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
 
 def load_corpus(cfg: DictConfig) -> pd.DataFrame:
     """Load the configured corpus as a validated manifest restricted to usable inputs."""
+    from emoexp.data import schema
+
     manifest = hydra.utils.instantiate(cfg.data.corpus, _convert_="all")
     return schema.validate_manifest(manifest, cfg.data.name)
 
 
 def prepare_samples(cfg: DictConfig, scheme: Any) -> pd.DataFrame:
     """Corpus -> samples of the run's modality -> aggregated annotations -> labels of the scheme."""
+    from emoexp.data import schema
+
     manifest = load_corpus(cfg)
     if cfg.modality != "multimodal":
         column = schema.INPUT_COLUMNS[cfg.modality]

@@ -157,7 +157,7 @@ def log_run(tracking_uri: str) -> Callable[..., str]:
 
 @pytest.fixture
 def log_cv_run(log_run: Callable[..., str], tracking_uri: str) -> Callable[..., str]:
-    """``log_cv_run(model=..., skill=..., folds=3) -> parent run id``: a cross-validated run and its fold runs.
+    """``log_cv_run(model=..., skill=..., folds=3) -> parent id``: a cross-validated run with fold runs.
 
     The parent holds the out-of-fold predictions (with a ``fold`` column), each fold run its own
     metrics, as ``fit_cross_validated`` logs them.

@@ -16,8 +16,11 @@ ROOT = HERE.parents[1]
 
 @pytest.fixture
 def probe_importable(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make ``step_probe.StepProbe`` importable by in-process Hydra instantiation."""
+    """Make ``step_probe.StepProbe`` importable by in-process Hydra instantiation, its counts reset."""
     monkeypatch.syspath_prepend(str(HERE))
+    import step_probe
+
+    step_probe.StepProbe.reached.clear()
 
 
 def subprocess_env() -> dict[str, str]:

@@ -40,9 +40,13 @@ class _Recorder(pl.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         optimizer = trainer.optimizers[0]
         self.epochs[trainer.current_epoch] = {
-            "trainable": [i for i, layer in enumerate(self.layers) if all(p.requires_grad for p in layer.parameters())],
+            "trainable": [
+                i for i, layer in enumerate(self.layers) if all(p.requires_grad for p in layer.parameters())
+            ],
             # the layer groups may be wrappers (slices of a Sequential): look at the modules inside
-            "in_training_mode": [i for i, layer in enumerate(self.layers) if all(m.training for m in layer.children())],
+            "in_training_mode": [
+                i for i, layer in enumerate(self.layers) if all(m.training for m in layer.children())
+            ],
             "groups": [(len(g["params"]), g["lr"]) for g in optimizer.param_groups],
             "optimised": {id(p) for g in optimizer.param_groups for p in g["params"]},
         }
@@ -83,7 +87,7 @@ def _cnn() -> SmallCNN:
 def test_frozen_backbone_is_unchanged_and_not_in_the_optimiser(scheme):
     net = _cnn()
     before = copy.deepcopy(net.state_dict())
-    trainer, recorder = _fit(net, TransferStrategy(name="frozen", freeze_backbone=True), scheme, epochs=2)
+    _, recorder = _fit(net, TransferStrategy(name="frozen", freeze_backbone=True), scheme, epochs=2)
     backbone = backbone_parameter_ids(net)
     assert backbone and not backbone & recorder.epochs[1]["optimised"]
     assert recorder.epochs[0]["trainable"] == [] and recorder.epochs[1]["in_training_mode"] == []
@@ -101,14 +105,21 @@ def test_finetune_uses_discriminative_learning_rates(scheme):
     strategy = TransferStrategy(name="finetune", backbone_lr_mult=0.1)
     _, recorder = _fit(net, strategy, scheme, epochs=1, lr=1e-2)
     n_head = sum(1 for _ in net.head.parameters())
-    assert recorder.epochs[0]["groups"] == [(n_head, pytest.approx(1e-2)), (len(list(net.features.parameters())), pytest.approx(1e-3))]
+    assert recorder.epochs[0]["groups"] == [
+        (n_head, pytest.approx(1e-2)),
+        (len(list(net.features.parameters())), pytest.approx(1e-3)),
+    ]
     assert not torch.equal(before["features.0.weight"], net.state_dict()["features.0.weight"])
 
 
 def test_gradual_unfreeze_unfreezes_top_down_on_schedule(scheme):
     net = _cnn()
     strategy = TransferStrategy(
-        name="gradual_unfreeze", freeze_backbone=True, unfreeze_start_epoch=1, unfreeze_every=1, backbone_lr_mult=0.5
+        name="gradual_unfreeze",
+        freeze_backbone=True,
+        unfreeze_start_epoch=1,
+        unfreeze_every=1,
+        backbone_lr_mult=0.5,
     )
     scheduler = functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=10)
     before = copy.deepcopy(net.state_dict())
@@ -128,7 +139,9 @@ def test_gradual_unfreeze_unfreezes_top_down_on_schedule(scheme):
 
 def test_gradual_unfreeze_extends_a_plateau_scheduler_to_new_groups(scheme):
     net = _cnn()
-    strategy = TransferStrategy(name="gradual_unfreeze", freeze_backbone=True, unfreeze_start_epoch=1, layers_per_step=2)
+    strategy = TransferStrategy(
+        name="gradual_unfreeze", freeze_backbone=True, unfreeze_start_epoch=1, layers_per_step=2
+    )
     scheduler = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="max", patience=0)
     trainer, recorder = _fit(net, strategy, scheme, epochs=3, scheduler=scheduler)
     assert [recorder.epochs[e]["trainable"] for e in range(3)] == [[], [1, 2], [0, 1, 2]]
@@ -139,15 +152,19 @@ def test_gradual_unfreeze_extends_a_plateau_scheduler_to_new_groups(scheme):
 
 def test_unfreeze_milestones():
     net = LSTMClassifier(num_outputs=7, vocab_size=20, embedding_dim=8, hidden_size=8, num_layers=1)
-    strategy = TransferStrategy(name="gradual_unfreeze", freeze_backbone=True, unfreeze_start_epoch=2, layers_per_step=2)
+    strategy = TransferStrategy(
+        name="gradual_unfreeze", freeze_backbone=True, unfreeze_start_epoch=2, layers_per_step=2
+    )
     assert strategy.milestones(len(backbone_layers(net))) == [2, 2]
-    strategy = TransferStrategy(name="gradual_unfreeze", freeze_backbone=True, unfreeze_start_epoch=0, unfreeze_every=3)
+    strategy = TransferStrategy(
+        name="gradual_unfreeze", freeze_backbone=True, unfreeze_start_epoch=0, unfreeze_every=3
+    )
     assert strategy.milestones(4) == [9, 6, 3, 0]
     assert TransferStrategy(name="frozen", freeze_backbone=True).milestones(3) == [None, None, None]
 
 
 def test_bad_strategy_settings_are_config_errors():
-    with pytest.raises(ConfigError, match="transfer.name='nope'"):
+    with pytest.raises(ConfigError, match=r"transfer\.name='nope'"):
         TransferStrategy(name="nope")
     with pytest.raises(ConfigError, match="backbone_lr_mult"):
         TransferStrategy(name="finetune", backbone_lr_mult=0.0)
@@ -166,3 +183,36 @@ def test_every_transfer_config_builds_its_strategy(compose):
         assert strategy.name == name
     assert build(compose(["transfer=frozen"]).transfer).frozen_throughout
     assert not build(compose(["transfer=gradual_unfreeze"]).transfer).frozen_throughout
+
+
+def test_gradual_unfreeze_resumes_from_a_checkpoint_with_its_parameter_groups(scheme, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def run(epochs: int, ckpt_path: str | None):
+        net = _cnn()
+        strategy = TransferStrategy(name="gradual_unfreeze", freeze_backbone=True, unfreeze_start_epoch=1)
+        task = EmotionTask(
+            net,
+            scheme,
+            optimizer=functools.partial(torch.optim.AdamW, lr=1e-2),
+            param_groups=strategy.param_groups,
+        )
+        recorder = _Recorder(backbone_layers(net))
+        checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_epochs=epochs,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[strategy.callback(net), recorder, checkpoint],
+        )
+        loader = DataLoader(_Images(), batch_size=8)
+        trainer.fit(task, train_dataloaders=loader, ckpt_path=ckpt_path, weights_only=True)
+        return recorder
+
+    run(2, None)  # epochs 0-1: the top block joined at epoch 1
+    resumed = run(4, str(tmp_path / "last.ckpt"))
+    assert sorted(resumed.epochs) == [2, 3]
+    assert resumed.epochs[2]["trainable"] == [1, 2] and resumed.epochs[3]["trainable"] == [0, 1, 2]
+    assert [len(resumed.epochs[e]["groups"]) for e in (2, 3)] == [3, 4]

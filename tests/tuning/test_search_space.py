@@ -152,3 +152,12 @@ def test_slurm_launcher_config_composes_into_submitits_launcher(tmp_path):
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert f"OMP_NUM_THREADS={launcher.cpus_per_task}" in launcher.setup[0]
     assert type(hydra.utils.instantiate(launcher)).__name__ == "SlurmLauncher"  # builds; submits nothing
+
+
+@pytest.mark.parametrize("name", group_options("pruner"))
+def test_every_pruner_config_builds_an_optuna_pruner(compose_tune, name):
+    import hydra
+    import optuna
+
+    cfg = compose_tune(["hparams_search=audio_lstm", f"pruner={name}"])
+    assert isinstance(hydra.utils.instantiate(cfg.pruner), optuna.pruners.BasePruner)

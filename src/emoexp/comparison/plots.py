@@ -24,24 +24,29 @@ def _short(name: str, width: int = 18) -> str:
 
 def metric_bars(board: pd.DataFrame, metric: str, extra: Sequence[str] = ()) -> Figure:
     """Bars of the headline metric with its CI, and of extra metrics (means), per system."""
-    names = [_short(s) for s in board["system"]]
+    names = [_short(s, 28) for s in board["system"]]
+    positions = np.arange(len(names))  # positions, not names: two truncated names may coincide
     panels = [metric, *[m for m in extra if m in board and board[m].notna().any()]]
-    figure = Figure(figsize=(max(4.5, 0.9 * len(names) + 2) * len(panels), 4.2), layout="constrained")
-    for axes, name in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels, strict=True):
+    columns = min(2, len(panels))
+    rows = int(np.ceil(len(panels) / columns))
+    width = max(4.5, 0.6 * len(names) + 1.5)
+    figure = Figure(figsize=(width * columns, 4.0 * rows), layout="constrained")
+    grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    for axes, name in zip(grid, panels, strict=False):
         if name == metric:
             values = board["mean"].to_numpy(float)
             low = values - board["ci_low"].to_numpy(float)
             high = board["ci_high"].to_numpy(float) - values
             errors = np.nan_to_num(np.vstack([low, high]).clip(min=0))
-            axes.bar(names, values, yerr=errors, capsize=4, color="tab:blue", edgecolor="black")
+            axes.bar(positions, values, yerr=errors, capsize=4, color="tab:blue", edgecolor="black")
             axes.set_title(f"{name} (mean, 95% CI)")
         else:
-            axes.bar(names, board[name].to_numpy(float), color="tab:gray", edgecolor="black")
+            axes.bar(positions, board[name].to_numpy(float), color="tab:gray", edgecolor="black")
             axes.set_title(f"{name} (mean)")
-        axes.tick_params(axis="x", labelrotation=35)
-        for label in axes.get_xticklabels():
-            label.set_horizontalalignment("right")
+        axes.set_xticks(positions, names, rotation=35, ha="right")
         axes.grid(axis="y", alpha=0.3)
+    for axes in grid[len(panels) :]:
+        axes.set_axis_off()
     return figure
 
 
@@ -196,7 +201,7 @@ def critical_difference(mean_ranks: pd.Series, cd: float) -> Figure:
     ordered = mean_ranks.sort_values()
     for i, (name, rank) in enumerate(ordered.items()):
         axes.plot([rank, rank], [0, -(i + 1) * 0.3], color="black", lw=0.8)
-        axes.text(rank, -(i + 1) * 0.3, f" {_short(str(name), 26)} ({rank:.2f})", va="center", fontsize=8)
+        axes.text(rank, -(i + 1) * 0.3, f" {_short(str(name), 34)} ({rank:.2f})", va="center", fontsize=8)
     axes.plot([1, 1 + cd], [0.35, 0.35], color="tab:red", lw=3)
     axes.text(1 + cd / 2, 0.45, f"CD = {cd:.2f}", ha="center", fontsize=8, color="tab:red")
     axes.axhline(0, color="black", lw=1)

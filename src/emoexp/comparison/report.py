@@ -349,7 +349,10 @@ def log_comparison(
             if np.isfinite(row.mean)
         ]
         client.log_batch(run_id, metrics=metrics, params=params)
-        client.log_artifacts(run_id, str(folder), "report")
+        # Only the report's own files: the folder may hold other things (an experiment's scripts, its store).
+        for name in ("report.md", "report.html"):
+            client.log_artifact(run_id, str(folder / name), "report")
+        client.log_artifacts(run_id, str(folder / "report_files"), "report/report_files")
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise

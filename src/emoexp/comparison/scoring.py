@@ -161,6 +161,11 @@ def scorer_for(metric: str, frame: pd.DataFrame) -> Scorer:
         KeyError: If the frame cannot give that metric (e.g. ``uar`` of a regression run).
     """
     name = bare_name(metric)
+    if "predicted_labels" in frame.columns:
+        raise KeyError(
+            "multi-label runs cannot be compared yet (their metrics need per-label thresholds); "
+            "compare their logged metrics in the MLflow UI."
+        )
     classes = tuple(c.removeprefix("prob_") for c in frame.columns if c.startswith("prob_"))
     dims = tuple(c.removesuffix("_true") for c in frame.columns if c.endswith("_true"))
     if name in CLASSIFICATION:

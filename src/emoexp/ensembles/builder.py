@@ -76,11 +76,11 @@ def _outputs_and_targets(scheme: Any, frame: pd.DataFrame) -> tuple[Any, dict[st
         probs = frame[[f"prob_{c}" for c in classes]].to_numpy(float)
         parts.append(np.log(np.clip(probs, 1e-12, 1.0)))
         index = {c: i for i, c in enumerate(classes)}
-        targets["label"] = torch.as_tensor(frame["target"].map(index).to_numpy(np.int64))
+        targets["label"] = torch.tensor(frame["target"].map(index).to_numpy(np.int64))
     dims = list(getattr(scheme, "dims", ()) or ())
     if dims:
         parts.append(np.arctanh(np.clip(frame[[f"{d}_pred" for d in dims]].to_numpy(float), -_CLIP, _CLIP)))
-        targets["dims"] = torch.as_tensor(frame[[f"{d}_true" for d in dims]].to_numpy(np.float32))
+        targets["dims"] = torch.tensor(frame[[f"{d}_true" for d in dims]].to_numpy(np.float32))
     return torch.as_tensor(np.concatenate(parts, axis=1), dtype=torch.float32), targets
 
 

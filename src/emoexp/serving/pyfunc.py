@@ -126,7 +126,7 @@ def log_model(tracking_uri: str, run_id: str, cfg: Any, scheme: Any, featurizer:
     signature gives the input columns of the run's modality and the scheme's outputs.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        folder = save_bundle(Path(tmp) / "bundle", cfg, scheme, featurizer, net, run_id)
+        folder = save_bundle(Path(tmp) / BUNDLE_KEY, cfg, scheme, featurizer, net, run_id)
         with _fluent_run(tracking_uri, run_id), warnings.catch_warnings():
             # No input example on purpose: one would need a real audio/image file to validate.
             warnings.filterwarnings("ignore", message=".*input example was not provided.*")

@@ -29,6 +29,11 @@ class TrainingGuard(pl.Callback):
     cannot deadlock), so all ranks save the checkpoint and raise at the same step. A second
     signal while the first is pending stops at once, without a checkpoint.
 
+    The stop happens at the end of a batch after which no validation runs: Lightning resumes a
+    checkpoint taken there mid-epoch, exactly. After the last batch of an epoch (validation and
+    the epoch's metrics still to come) the stop waits for the next batch, or for the end of
+    training, where ``last.ckpt`` is saved anyway.
+
     Args:
         dirpath: Folder of ``last.ckpt`` (the run's checkpoint folder, stable across resumes).
         check_finite: Raise :class:`NonFiniteLossError` on a NaN/inf training loss.
@@ -66,14 +71,14 @@ class TrainingGuard(pl.Callback):
             signal.signal(handler_signum, handler)
         self._previous = {}
         if signum:
-            raise TrainingInterrupted(signum, self.last_path)
+            self._stop(trainer, TrainingInterrupted(signum, self.last_path))
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self._signum is not None:
             raise TrainingInterrupted(signum)
         self._signum = signum
         log.warning(
-            "Received %s: stopping after this batch and saving %s",
+            "Received %s: stopping at the end of a training batch and saving %s",
             signal.Signals(signum).name,
             self.last_path,
         )
@@ -96,11 +101,35 @@ class TrainingGuard(pl.Callback):
         signum, any_non_finite = self._agree(trainer, pl_module, non_finite)
         if any_non_finite:
             value = loss.item() if isinstance(loss, torch.Tensor) else loss
-            raise NonFiniteLossError(
+            error = NonFiniteLossError(
                 f"The training loss is not finite (loss={value} on this rank) at epoch "
                 f"{trainer.current_epoch}, step {trainer.global_step}. Lower optimizer.lr, keep "
                 "trainer.gradient_clip_val, or look for NaN inputs; checkpoints and metrics so far are kept."
             )
+            self._stop(trainer, error)
+        if signum and self._validates_after(trainer, batch_idx):
+            return  # still pending: stop after the next batch (or at the end of training)
         if signum:
             trainer.save_checkpoint(self.last_path)
-            raise TrainingInterrupted(signum, self.last_path)
+            self._stop(trainer, TrainingInterrupted(signum, self.last_path))
+
+    @staticmethod
+    def _validates_after(trainer: pl.Trainer, batch_idx: int) -> bool:
+        """Whether validation or the epoch's end follows this batch (a resume would skip them)."""
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return True
+        every = trainer.val_check_batch
+        return isinstance(every, int) and every > 0 and (batch_idx + 1) % every == 0
+
+    @staticmethod
+    def _stop(trainer: pl.Trainer, error: BaseException) -> None:
+        """Record the stop in the MLflow run (rank 0), then raise ``error`` on every rank together.
+
+        The other ranks wait at a barrier until rank 0 has recorded it: a launcher that sees one
+        rank exit may kill the others at once (Lightning's DDP launcher does, within seconds).
+        """
+        record_stop = getattr(trainer.logger, "record_stop", None)
+        if trainer.is_global_zero and record_stop is not None:
+            record_stop(error)
+        trainer.strategy.barrier("emoexp-stop")
+        raise error

@@ -5,7 +5,7 @@ interrupted run is tagged ``interrupted=true`` (and KILLED). ``resume=true`` fin
 such run with the same fingerprint, ``resume=<run_id>`` names one; training then continues from
 ``<output_dir>/checkpoints/last.ckpt`` and logs into the same run. Metrics that the run already
 has are not logged again: one-off metrics by key (:class:`NoReplayClient`), epoch metrics by
-step (:class:`NoReplayMLFlowLogger`), so every history continues at the right steps.
+step (:class:`ResumableMLFlowLogger`), so every history continues at the right steps.
 """
 
 from __future__ import annotations
@@ -162,12 +162,14 @@ class NoReplayClient:
         return getattr(self._client, name)
 
 
-class NoReplayMLFlowLogger(MLFlowLogger):
-    """Lightning's MLFlowLogger that, on a resumed run, drops points at steps already logged.
+class ResumableMLFlowLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger for runs that may stop early and resume.
 
-    Epoch metrics are logged at the global step; after resuming from ``last.ckpt`` Lightning
-    continues at the saved step, so a point at or before a key's last logged step can only be a
-    replay (e.g. the test metrics of a run interrupted during its evaluation).
+    On a resumed run it drops points at steps already logged: epoch metrics are logged at the
+    global step, and after resuming from ``last.ckpt`` Lightning continues at the saved step, so a
+    point at or before a key's last logged step can only be a replay (e.g. the test metrics of a
+    run interrupted during its evaluation). :meth:`record_stop` marks the run interrupted or failed
+    from inside training, and Lightning's ``finalize("failed")`` then leaves that mark alone.
 
     Args:
         resume: Whether the run already has metrics to protect.
@@ -179,6 +181,7 @@ class NoReplayMLFlowLogger(MLFlowLogger):
         super().__init__(*args, **kwargs)
         self._resume = resume
         self._last_step: dict[str, int] | None = None
+        self._stopped = False
 
     def _logged_steps(self) -> dict[str, int]:
         if self._last_step is None:
@@ -197,6 +200,18 @@ class NoReplayMLFlowLogger(MLFlowLogger):
             if not metrics:
                 return
         super().log_metrics(metrics, step)
+
+    @rank_zero_only
+    def record_stop(self, error: BaseException) -> None:
+        """Mark the run interrupted (KILLED) or failed (FAILED) now, see :func:`mark_stopped`."""
+        mark_stopped(self.experiment, self.run_id, error)
+        self._stopped = True
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:  # noqa: D102
+        if self._stopped:
+            return
+        super().finalize(status)
 
 
 def mark_resumed(client: Any, run: Any) -> None:

@@ -274,7 +274,7 @@ def _ramp(x: np.ndarray, width: int) -> np.ndarray:
 
 @dataclass
 class _Plan:
-    """The segmental plan of one utterance, in samples."""
+    """The segmental plan of one utterance: syllable times in seconds, the rest in samples."""
 
     n: int
     sample_rate: int
@@ -397,7 +397,7 @@ def _glottal_source(
     source += (spk.breathiness + profile.breathiness * s) * _white(rng, plan.n)
     gain = _ramp(plan.voiced_gain, int(0.008 * sample_rate))
     if profile.tremor:
-        # Tremor also modulates the amplitude; borrow the F0 tremor from the contour.
+        # Tremor shakes the amplitude too: modulate it with the (tremulous) log-F0 contour.
         wobble = np.interp(np.arange(plan.n) / sample_rate, grid, np.log(f0))
         gain *= 1.0 + 0.5 * (wobble - wobble.mean())
     return source * gain

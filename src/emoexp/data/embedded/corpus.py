@@ -23,11 +23,13 @@ import pandas as pd
 from emoexp.data.schema import validate_manifest
 from emoexp.labels.emotions import EKMAN7
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 """Version of the embedded generators; part of every cache folder name.
 
 2: faces come with a ``landmarks`` column (flattened facial landmark coordinates).
-3: stronger facial expressions and less pose jitter (faces were barely learnable).
+3: stronger facial expressions and less pose jitter (faces were barely learnable); quieter
+   fricatives, milder creak and more consistent vocal styles in the audio.
+4: grammatical third-person negations in the texts.
 """
 
 EMBEDDED_MODALITIES: tuple[str, ...] = ("audio", "visual", "text")

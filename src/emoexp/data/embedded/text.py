@@ -230,19 +230,19 @@ INTERJECTIONS: dict[str, tuple[str, ...]] = {
 
 # Negated emotion words and the emotion the whole sentence expresses.
 NEGATIONS: dict[str, tuple[str, ...]] = {
-    "anger": ("I'm not happy about {obj}", "{subj} is not pleased with {obj} at all"),
-    "sadness": ("I'm not happy anymore", "{subj} doesn't enjoy {obj} anymore"),
+    "anger": ("I'm not happy about {obj}", "{name} is not pleased with {obj} at all"),
+    "sadness": ("I'm not happy anymore", "{name} doesn't enjoy {obj} anymore"),
     "happiness": ("I'm not sad about {obj} anymore", "no complaints about {obj} at all"),
     "neutral": (
         "I'm not scared of {obj} at all",
-        "{subj} wasn't angry about {obj}, just tired",
+        "{name} wasn't angry about {obj}, just tired",
         "I'm not really excited about {obj}",
         "I'm not upset about {obj}, it's fine",
-        "{subj} isn't worried about {obj}",
+        "{name} isn't worried about {obj}",
     ),
     "fear": ("I'm not sure we will survive {obj}", "I don't feel safe with {obj}"),
-    "disgust": ("I would not touch {obj} with a stick", "{subj} can't even look at {obj}"),
-    "surprise": ("I did not expect {obj} at all", "{subj} never saw {obj} coming"),
+    "disgust": ("I would not touch {obj} with a stick", "{name} can't even look at {obj}"),
+    "surprise": ("I did not expect {obj} at all", "{name} never saw {obj} coming"),
 }
 
 # Sentences that fit several emotions; used for a modest share of samples.
@@ -449,7 +449,8 @@ def compose(emotion: str, intensity: float, speaker: str, seed: int, key: str) -
     subj = "I" if first else _pick(rng, NAMES)
     obj = _pick(rng, OBJECTS)
     event = _pick(rng, SITUATIONS[emotion])
-    fill = {"subj": subj, "obj": obj, "event": event}
+    # Third-person templates need a name even when the writer mostly speaks for themselves.
+    fill = {"subj": subj, "name": _pick(rng, NAMES), "obj": obj, "event": event}
 
     kind = rng.choice(
         ["ambiguous", "adjective", "phrase", "situation", "negation", "interjection"],
