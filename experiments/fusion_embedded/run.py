@@ -124,6 +124,8 @@ def main() -> None:
         compare.CompareOptions(
             name=EXPERIMENT,
             experiment=[EXPERIMENT],
+            # Only the requested seeds: the store may hold other attempts.
+            filter=f"seed={','.join(map(str, args.seeds))}",
             group_by=["modality", "model"],
             output_dir=str(args.output_dir),
             tracking_uri=args.tracking_uri,
@@ -159,9 +161,13 @@ def write_results(comparison, args, seconds: float) -> None:
         "# Results: unimodal vs late fusion vs joint fusion (embedded multimodal data)",
         "",
         f"Seeds {args.seeds}, {args.n_samples} samples (15% of them with one modality showing another "
-        f"emotion), at most {args.epochs} epochs with early stopping on val/uar; produced by `run.py` in "
-        f"{seconds / 60:.1f} min. Full report with plots and all tests: [report.md](report.md) "
-        "([report.html](report.html)).",
+        f"emotion), at most {args.epochs} epochs with early stopping on val/uar. "
+        + (
+            "Report rebuilt from the runs in the store (`--compare-only`). "
+            if args.compare_only
+            else f"Training and report took {seconds / 60:.1f} min. "
+        )
+        + "Full report with plots and all tests: [report.md](report.md) ([report.html](report.html)).",
         "",
         f"## Leaderboard ({comparison.metric}, mean over seeds, 95% t interval)",
         "",

@@ -155,7 +155,7 @@ def report(batch: str | None = None) -> str:
         lines.append(
             f"| {variant} | {MODELS[variant][0]} | {mean_std(part['test_uar'])} "
             f"| {mean_std(part['test_f1_macro'])} | {mean_std(part['val_uar_best'])} | {len(part)} "
-            f"| {part['epochs'].iloc[0] or '-'} | {part['seconds'].mean():.0f} |"
+            f"| {part['epochs'].iloc[0] if MODELS[variant][2] else '-'} | {part['seconds'].mean():.0f} |"
         )
     missing = [m for m in MODELS if m not in set(frame["variant"])]
     if missing:

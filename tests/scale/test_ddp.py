@@ -43,6 +43,22 @@ def _test_in_one_process(cfg, checkpoint: str) -> dict[str, float]:
     return trainer.test(task, datamodule=datamodule, verbose=False)[0]
 
 
+@pytest.mark.parametrize("option", ["default", "cpu", "gpu", "ddp", "ddp_sim"])
+def test_every_trainer_option_binds_to_the_lightning_trainer(compose, option):
+    import inspect
+
+    from lightning.pytorch import Trainer
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(
+        compose([f"trainer={option}", "trainer.precision=bf16-mixed"]).trainer, resolve=True
+    )
+    assert node.pop("_target_") == "lightning.pytorch.Trainer"
+    inspect.signature(Trainer).bind(**node)
+    if option.startswith("ddp"):
+        assert node["strategy"] == "ddp"
+
+
 @pytest.mark.parametrize(
     ("env", "zero"),
     [

@@ -1,8 +1,9 @@
 """Which trials are alive: claiming queued trials, heartbeats, and failing a dead worker's trial.
 
 A study holds exactly ``n_trials`` trials because they are queued up front (WAITING) and workers
-only ever *claim* a queued trial (an atomic WAITING -> RUNNING transition in the storage, the
-same one ``Study.ask`` uses); they never create one. A worker beats for its RUNNING trial; a
+only ever *claim* a queued trial (the WAITING -> RUNNING transition ``Study.ask`` uses, made
+atomic by the storage or, on SQLite, by :func:`emoexp.tuning.storage.claim_lock`); they never
+create one. A worker beats for its RUNNING trial; a
 trial whose worker was killed stops beating and, after the grace period, any worker fails it and
 ``RetryHeartbeatStaleTrialCallback`` queues a copy with the same parameters. RDB storages keep
 Optuna's own heartbeat; the journal storage, which has none, keeps it in a trial system attribute.

@@ -9,6 +9,7 @@ the same behaviour.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,21 @@ def redact(url: str) -> str:
 def is_journal(url: str) -> bool:
     """True for an Optuna journal-file storage URL (``journal:PATH``)."""
     return url.startswith(JOURNAL_PREFIX)
+
+
+def claim_lock(url: str) -> contextlib.AbstractContextManager[Any]:
+    """A lock around claiming and failing trials where the storage cannot make them atomic.
+
+    PostgreSQL, MySQL and the journal make a queued trial's WAITING -> RUNNING transition atomic.
+    Python's SQLite driver reads outside the transaction that writes, so two workers could claim
+    the same trial: on SQLite (one machine by nature) the workers take turns through a lock file.
+    """
+    url = resolve_url(url)
+    if not url.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock  # a dependency of torch
+
+    return FileLock(url.removeprefix("sqlite:///") + ".lock", timeout=600)
 
 
 def open_storage(

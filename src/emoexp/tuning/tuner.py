@@ -326,7 +326,8 @@ class Tuner:
         """Open storage and study, queue trials up to ``n_trials``, open the MLflow parent run."""
         study_storage = self.open_storage()
         study = self.load_study(study_storage, create=True)
-        stale = liveness.fail_stale_trials(study, float(self.tuner.grace_period), self._retry())
+        with storage.claim_lock(self.settings.storage_url):
+            stale = liveness.fail_stale_trials(study, float(self.tuner.grace_period), self._retry())
         counted = self.counted_trials(study)
         missing = self.settings.n_trials - len(counted)
         for _ in range(max(0, missing)):
@@ -492,11 +493,14 @@ class Tuner:
             )
         client, experiment_id = self._mlflow()
         retry = self._retry()
+        lock = storage.claim_lock(self.settings.storage_url)
         ran = 0
         while True:
-            for number in liveness.fail_stale_trials(study, float(self.tuner.grace_period), retry):
+            with lock:
+                stale = liveness.fail_stale_trials(study, float(self.tuner.grace_period), retry)
+                trial = liveness.claim(study)
+            for number in stale:
                 self._record_stale(client, experiment_id, parent_id, study, number)
-            trial = liveness.claim(study)
             if trial is None:
                 if self.tuner.wait_for_running and study.get_trials(
                     deepcopy=False, states=(TrialState.RUNNING,)
