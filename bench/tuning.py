@@ -135,13 +135,17 @@ def main() -> None:
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override (repeatable)")
     parser.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "emoexp-bench-cache"))
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--workdir", default=None, help="keep the studies here (default: a temporary folder)")
     args = parser.parse_args()
     results = {"settings": vars(args), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="emoexp-bench-tuning-") as tmp:
+        # A kept --workdir also resumes: finished studies (e.g. the no-pruning baseline) are reused.
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         if args.part in ("pruning", "all"):
-            results["pruning"] = bench_pruning(Path(tmp), args)
+            results["pruning"] = bench_pruning(workdir, args)
         if args.part in ("workers", "all"):
-            results["workers"] = bench_workers(Path(tmp), args)
+            results["workers"] = bench_workers(workdir, args)
     results["load_avg_end"] = os.getloadavg()
     text = json.dumps(results, indent=2, default=str)
     print(text)

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def _overrides(model: str, seed: int, epochs: int, batch: str) -> list[str]:
 
 
 def train_all(models: list[str], seeds: list[int], epochs: int, batch: str) -> None:
-    """Train every model on every seed (sequentially: the machine has 2 cores)."""
+    """Train every model on every seed, one after the other in this process."""
     from hydra import compose, initialize_config_dir
 
     from emoexp.config import CONF_DIR
@@ -145,7 +146,7 @@ def report(batch: str | None = None) -> str:
         "speaker-independent split (`protocol=speaker_holdout`: 2 of 12 speakers for validation,",
         f"2 for test) and model initialisation, on `data=embedded_audio` ({N_SAMPLES} utterances, ekman7).",
         "",
-        "| model | input | test UAR | test macro-F1 | val UAR (best) | seeds | s / run |",
+        "| model | input | test UAR | test macro-F1 | val UAR (best) | seeds | wall s / run |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for model in order:
@@ -168,19 +169,23 @@ def report(batch: str | None = None) -> str:
         f"Batch `{batch}`; deep models `trainer.max_epochs={frame['epochs'].iloc[0]}` with early stopping "
         f"on val/uar; git commit {', '.join(f'`{c}`' for c in commits)}; {platform.machine()} CPU, "
         "`OMP_NUM_THREADS=1`. Chance UAR is 1/7 = 0.143.",
+    ]
+    cpu, notes = _batch_timing(batch)
+    if cpu:
+        wall = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
+        lines += [
+            "",
+            f"The batch used {cpu / 60:.1f} CPU-minutes (user + system, one torch thread per run) over "
+            f"{wall / 60:.0f} wall-clock minutes on a shared, heavily loaded 2-core machine.",
+        ]
+    if notes:
+        lines += ["", "Notes:", "", *(f"- {note}" for note in notes)]
+    lines += [
         "",
         f"Reproduce: `python experiments/{STUDY}/run.py`; browse the runs with "
         f"`mlflow ui --backend-store-uri sqlite:///experiments/{STUDY}/mlflow.db`.",
         "",
     ]
-    cpu = _batch_cpu_seconds(batch)
-    if cpu:
-        wall = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
-        lines.insert(
-            -3,
-            f"The batch used {cpu / 60:.1f} CPU-minutes (user + system, one torch thread per run) over "
-            f"{wall / 60:.0f} wall-clock minutes on a shared, heavily loaded 2-core machine.",
-        )
     text = "\n".join(lines)
     (HERE / "results.md").write_text(text)
     # Keep the per-run numbers next to the table for statistics (e.g. paired tests across seeds).
@@ -188,18 +193,51 @@ def report(batch: str | None = None) -> str:
     return text
 
 
-def _batch_cpu_seconds(batch: str) -> float:
-    """CPU seconds of the batch's runs, as recorded per run in ``outputs/<batch>/timing.jsonl``."""
+def _batch_timing(batch: str) -> tuple[float, list[str]]:
+    """CPU seconds and notes of the batch's runs, as recorded in ``outputs/<batch>/timing.jsonl``."""
     path = HERE / "outputs" / batch / "timing.jsonl"
-    if not path.exists():
-        return 0.0
-    return sum(json.loads(line)["cpu_s"] for line in path.read_text().splitlines() if line.strip())
+    records = (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    )
+    return sum(r["cpu_s"] for r in records), [r["note"] for r in records if r.get("note")]
 
 
 def _cpu_seconds() -> float:
     """User + system CPU time of this process (all its threads)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def train_parallel(models: list[str], seeds: list[int], epochs: int, batch: str, jobs: int) -> None:
+    """Train in up to ``jobs`` worker processes (one torch thread each), slowest models first.
+
+    The store and the corpus are created here first: parallel workers must not create the same
+    new SQLite store at once, nor all generate the same corpus.
+    """
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hydra import compose, initialize_config_dir
+
+    from emoexp.config import CONF_DIR
+    from emoexp.tracking.store import ensure_experiment
+    from emoexp.train import load_corpus
+
+    ensure_experiment(STORE, STUDY)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        load_corpus(compose(config_name="train", overrides=_overrides(models[0], seeds[0], epochs, batch)))
+    # The SVM's seeds share one functional extraction: one worker runs them in turn.
+    units = [(m, [s]) for m in ("lstm", "cnn") if m in models for s in seeds]
+    units += [(m, seeds) for m in models if m not in ("lstm", "cnn")]
+
+    def run(unit: tuple[str, list[int]]) -> None:
+        model, unit_seeds = unit
+        command = [sys.executable, __file__, "--models", model, "--seeds", *map(str, unit_seeds)]
+        command += ["--epochs", str(epochs), "--batch", batch, "--jobs", "1", "--no-report"]
+        subprocess.run(command, check=True)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(run, units))
 
 
 def main() -> None:
@@ -212,16 +250,22 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--report", action="store_true", help="only rewrite results.md from the store")
     parser.add_argument("--batch", default=None, help="batch to add runs to, or to report (default: latest)")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (one per core)")
+    parser.add_argument("--no-report", action="store_true", help="train only (used by the workers)")
     args = parser.parse_args()
     if not args.report:
         # --batch adds runs to an existing batch (e.g. the models trained in several processes).
         batch = args.batch or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         (HERE / "outputs" / batch).mkdir(parents=True, exist_ok=True)
         start = time.time()
-        train_all(args.models, args.seeds, args.epochs, batch)
+        if args.jobs > 1:
+            train_parallel(args.models, args.seeds, args.epochs, batch, args.jobs)
+        else:
+            train_all(args.models, args.seeds, args.epochs, batch)
         print(f"trained {len(args.models) * len(args.seeds)} runs in {time.time() - start:.0f} s", flush=True)
         args.batch = batch
-    print(report(args.batch))
+    if not args.no_report:
+        print(report(args.batch))
 
 
 if __name__ == "__main__":

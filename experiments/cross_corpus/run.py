@@ -42,13 +42,13 @@ CORPORA = {
     "embedded_a": [
         "data=embedded_audio",
         "data.corpus.seed=0",
-        "data.corpus.n_samples=420",
+        "data.corpus.n_samples=280",
         "data.name=embedded_a",
     ],
     "embedded_b": [
         "data=embedded_audio",
         "data.corpus.seed=1",
-        "data.corpus.n_samples=420",
+        "data.corpus.n_samples=280",
         "data.name=embedded_b",
     ],
 }
@@ -214,8 +214,8 @@ def main() -> None:
     parser.add_argument("--model", default=MODEL, help="hydra overrides selecting modality/model/protocol")
     parser.add_argument("--transfer", default="finetune", help="strategy of the fine-tuned runs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=8, help="max epochs of the scratch runs")
-    parser.add_argument("--finetune-epochs", type=int, default=4, help="max epochs of the fine-tuned runs")
+    parser.add_argument("--epochs", type=int, default=6, help="max epochs of the scratch runs")
+    parser.add_argument("--finetune-epochs", type=int, default=3, help="max epochs of the fine-tuned runs")
     parser.add_argument("--report", action="store_true", help="only rewrite results.md from the store")
     parser.add_argument("--batch", default=None, help="report this batch instead of the latest")
     args = parser.parse_args()

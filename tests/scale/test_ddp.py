@@ -103,7 +103,7 @@ def test_ddp_sim_logs_one_run_with_every_sample_once_and_single_process_metrics(
     assert (hydra_dir / ".hydra" / "config.yaml").exists() and (
         hydra_dir / "train_ddp_process_1.log"
     ).exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hydra", "mlflow.db", "mlartifacts", "outputs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hydra", "mlartifacts", "mlflow.db", "outputs"]
 
     cfg = compose([])  # the same data, split and model as the run
     _, manifest, fold = _fold(cfg)

@@ -177,7 +177,6 @@ class BackboneUnfreezing(BaseFinetuning):
         self.milestones = milestones
         self.lr_mult = lr_mult
         self.train_bn = train_bn
-        self.history: dict[int, int] = {}
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:  # noqa: D102
         self.freeze(self.layers, train_bn=self.train_bn)
@@ -202,13 +201,9 @@ class BackboneUnfreezing(BaseFinetuning):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
         super().on_train_epoch_start(trainer, pl_module)
-        trainable = 0
         for layer in self.layers:
             params = list(layer.parameters())
-            frozen = bool(params) and not any(p.requires_grad for p in params)
-            layer.train(not frozen)
-            trainable += not frozen
-        self.history[trainer.current_epoch] = trainable
+            layer.train(not params or any(p.requires_grad for p in params))
 
 
 def _extend_schedulers(trainer: pl.Trainer | None, optimizer: torch.optim.Optimizer) -> None:
