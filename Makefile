@@ -3,7 +3,7 @@ PYTHON ?= python
 PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install train test test-all lint format ui bench clean
+.PHONY: install train test test-all lint format ui tune bench clean
 
 install: ## install emoexp and its pinned stack (a quick no-op when already installed)
 	$(PYTHON) tools/ensure_installed.py
@@ -24,6 +24,9 @@ lint: install ## ruff lint and format check
 format:
 	$(PYTHON) -m ruff format .
 	$(PYTHON) -m ruff check --fix .
+
+tune: install ## Optuna study for the default model (resumable; see docs/tuning.md)
+	$(PYTHON) -m emoexp.tune hparams_search=audio_lstm $(ARGS)
 
 ui: install ## MLflow UI over the default store on http://127.0.0.1:5000
 	$(PYTHON) -m mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000 --workers 1

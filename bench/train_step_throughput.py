@@ -23,14 +23,16 @@ def build(cache_dir: str):
     from emoexp.data.embedded import load_embedded
     from emoexp.data.splits import StratifiedHoldout
     from emoexp.features.audio import MFCCFeatures
-    from emoexp.labels.schemes import CategoricalScheme
     from emoexp.labels.emotions import EKMAN7
+    from emoexp.labels.schemes import CategoricalScheme
 
     scheme = CategoricalScheme(name="ekman7", classes=EKMAN7)
     manifest = scheme.prepare(load_embedded(("audio",), cache_dir=cache_dir))
     fold = next(StratifiedHoldout().folds(manifest, scheme.stratify_labels(manifest), 0))
     featurizer = MFCCFeatures()
-    datamodule = EmotionDataModule(manifest, fold, featurizer, scheme.targets(manifest), batch_size=32, cache_dir=cache_dir)
+    datamodule = EmotionDataModule(
+        manifest, fold, featurizer, scheme.targets(manifest), batch_size=32, cache_dir=cache_dir
+    )
     datamodule.setup()
     return scheme, featurizer, datamodule
 
@@ -46,7 +48,7 @@ def make_net(scheme, featurizer):
 
 def plain_loop(scheme, featurizer, datamodule, epochs: int) -> float:
     import torch
-    import torch.nn.functional as F
+    import torch.nn.functional as F  # noqa: N812
 
     net = make_net(scheme, featurizer)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -74,7 +76,9 @@ def emoexp_loop(scheme, featurizer, datamodule, epochs: int, tracking_uri: str) 
 
     from emoexp.tasks.emotion import EmotionTask
 
-    task = EmotionTask(make_net(scheme, featurizer), scheme, optimizer=partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4))
+    task = EmotionTask(
+        make_net(scheme, featurizer), scheme, optimizer=partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4)
+    )
     trainer = pl.Trainer(
         max_epochs=epochs,
         accelerator="cpu",

@@ -54,7 +54,9 @@ def _bind(path: str, node: dict, extra: dict | None = None) -> None:
         try:
             signature.bind(**kwargs)
         except TypeError as error:
-            raise AssertionError(f"{path}: {node['_target_']} does not bind {sorted(kwargs)}: {error}") from error
+            raise AssertionError(
+                f"{path}: {node['_target_']} does not bind {sorted(kwargs)}: {error}"
+            ) from error
 
 
 def _bind_sklearn_estimator(cfg: DictConfig, resolved: dict, scheme_name: str) -> None:
@@ -73,7 +75,9 @@ def _bind_sklearn_estimator(cfg: DictConfig, resolved: dict, scheme_name: str) -
         assert key in resolved["model"], key
 
 
-@pytest.mark.parametrize(("modality", "model", "scheme"), list(itertools.product(MODALITIES, MODELS, SCHEMES)))
+@pytest.mark.parametrize(
+    ("modality", "model", "scheme"), list(itertools.product(MODALITIES, MODELS, SCHEMES))
+)
 def test_every_combination_composes_and_binds_or_is_rejected(compose, modality, model, scheme):
     cfg: DictConfig = compose([f"modality={modality}", f"model={model}", f"label_scheme={scheme}"])
     if model not in EXPECTED[modality]:
@@ -86,11 +90,25 @@ def test_every_combination_composes_and_binds_or_is_rejected(compose, modality, 
         _bind_sklearn_estimator(cfg, resolved, scheme)
     else:
         # Heads, input sizes and vocabularies come from the scheme and featurizer at run time.
-        runtime = {"num_outputs": 7, "input_size": 40, "vocab_size": 100, "in_chans": 1, "max_length": 48,
-                   "modality_kwargs": MODALITY_KWARGS}
-        net_kwargs = {k: v for k, v in runtime.items() if k in inspect.signature(
-            getattr(importlib.import_module(resolved["model"]["net"]["_target_"].rpartition(".")[0]),
-                    resolved["model"]["net"]["_target_"].rpartition(".")[2])).parameters}
+        runtime = {
+            "num_outputs": 7,
+            "input_size": 40,
+            "vocab_size": 100,
+            "in_chans": 1,
+            "max_length": 48,
+            "modality_kwargs": MODALITY_KWARGS,
+        }
+        net_kwargs = {
+            k: v
+            for k, v in runtime.items()
+            if k
+            in inspect.signature(
+                getattr(
+                    importlib.import_module(resolved["model"]["net"]["_target_"].rpartition(".")[0]),
+                    resolved["model"]["net"]["_target_"].rpartition(".")[2],
+                )
+            ).parameters
+        }
         _bind("model.net", resolved["model"]["net"], net_kwargs)
         for name, encoder in (resolved["model"]["net"].get("encoders") or {}).items():
             # Fusion encoders are factories: they bind once given the head width and their modality's kwargs.

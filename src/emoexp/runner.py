@@ -31,7 +31,9 @@ def _callbacks(cfg: DictConfig, output_dir: Path) -> list[Any]:
     return callbacks
 
 
-def _log_frame(client: Any, run_id: str, frame: pd.DataFrame, name: str, artifact_path: str | None = None) -> None:
+def _log_frame(
+    client: Any, run_id: str, frame: pd.DataFrame, name: str, artifact_path: str | None = None
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         frame.to_csv(path, index=False)
@@ -48,7 +50,9 @@ def _log_figure(client: Any, run_id: str, figure: Any, name: str) -> None:
         client.log_artifact(run_id, str(path), "plots")
 
 
-def predictions_frame(scheme: Any, outputs: Any, rows: np.ndarray, manifest: pd.DataFrame, part: str) -> pd.DataFrame:
+def predictions_frame(
+    scheme: Any, outputs: Any, rows: np.ndarray, manifest: pd.DataFrame, part: str
+) -> pd.DataFrame:
     """Per-sample predictions joined with sample id, speaker and group attributes."""
     samples = manifest.iloc[rows].reset_index(drop=True)
     frame = scheme.predictions_frame(scheme.decode(outputs), samples)
@@ -68,13 +72,30 @@ def log_reports(client: Any, run_id: str, scheme: Any, predictions: pd.DataFrame
     groups = [c for c in predictions.columns if c.startswith(schema.GROUP_PREFIX)]
     classes = list(getattr(scheme, "classes", ()) or [])
     if classes and "target" in test.columns:
-        _log_frame(client, run_id, report.classification_report_frame(test, classes).reset_index(), "classification_report.csv", "reports")
-        _log_figure(client, run_id, report.confusion_matrix_figure(test, classes, title=f"{scheme.name} (test)"), "confusion_matrix.png")
+        _log_frame(
+            client,
+            run_id,
+            report.classification_report_frame(test, classes).reset_index(),
+            "classification_report.csv",
+            "reports",
+        )
+        _log_figure(
+            client,
+            run_id,
+            report.confusion_matrix_figure(test, classes, title=f"{scheme.name} (test)"),
+            "confusion_matrix.png",
+        )
         probs, targets = report.class_probabilities(test, classes)
         client.log_metric(run_id, "test/ece", report.expected_calibration_error(probs, targets))
         _log_figure(client, run_id, report.reliability_diagram(probs, targets, 10), "reliability_diagram.png")
     if getattr(scheme, "kind", "") in ("dimensional", "both"):
-        _log_frame(client, run_id, report.regression_report_frame(test, list(scheme.dims)).reset_index(), "regression_report.csv", "reports")
+        _log_frame(
+            client,
+            run_id,
+            report.regression_report_frame(test, list(scheme.dims)).reset_index(),
+            "regression_report.csv",
+            "reports",
+        )
     if groups:
         per_group = report.per_group_metrics(test, classes or None, groups)
         _log_frame(client, run_id, per_group, "per_group_metrics.csv", "reports")
@@ -155,7 +176,14 @@ def fit_fold(
     if strategy.caches_features(net):
         device = "cuda" if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu" else "cpu"
         datamodule.inputs, hit = cached_backbone_features(
-            net, datamodule.inputs, manifest, featurizer, cfg.paths.cache_dir, cfg.datamodule.use_cache, 32, device
+            net,
+            datamodule.inputs,
+            manifest,
+            featurizer,
+            cfg.paths.cache_dir,
+            cfg.datamodule.use_cache,
+            32,
+            device,
         )
         client.set_tag(run_id, "backbone_feature_cache", "hit" if hit else "miss")
     scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
@@ -202,7 +230,9 @@ def fit_fold(
         # Test lock (evaluate_test=false, tuning trials): validation only, no test pass or test predictions.
         if checkpoint and cfg.tracking.log_checkpoint:
             client.log_artifact(run_id, checkpoint, "checkpoints")
-        return ({scheme.best_metric: float(best)} if best is not None else {}), pd.DataFrame(columns=["split"])
+        return ({scheme.best_metric: float(best)} if best is not None else {}), pd.DataFrame(
+            columns=["split"]
+        )
     test_metrics = trainer.test(
         task, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True
     )[0]
@@ -258,7 +288,11 @@ def fit_and_evaluate(
     folds = list(protocol.folds(manifest, scheme.stratify_labels(manifest), cfg.seed))
     output_dir = Path(cfg.paths.output_dir)
     for fold in folds:
-        client.set_tag(run_id, f"data_fingerprint{'' if len(folds) == 1 else '.' + fold.name}", fold.fingerprint(manifest))
+        client.set_tag(
+            run_id,
+            f"data_fingerprint{'' if len(folds) == 1 else '.' + fold.name}",
+            fold.fingerprint(manifest),
+        )
     client.log_metric(run_id, "data/samples", float(len(manifest)))
     for name, value in agreement(manifest).items():
         if np.isfinite(value):
@@ -353,12 +387,21 @@ def fit_cross_validated(
         oof.append(predictions.assign(fold=fold.name))
         log.info("%s: %s", fold.name, {k: round(v, 4) for k, v in metrics.items() if k.startswith("test/")})
     summary = summarise_folds(per_fold, cfg.get("cv_ci_method", "bootstrap"))
-    client.log_batch(parent_id, metrics=[mlflow.entities.Metric(k, v, int(time.time() * 1000), 0) for k, v in summary.items()])
+    client.log_batch(
+        parent_id,
+        metrics=[mlflow.entities.Metric(k, v, int(time.time() * 1000), 0) for k, v in summary.items()],
+    )
     client.log_metric(parent_id, "folds", float(len(folds)))
     predictions = pd.concat(oof, ignore_index=True)
     if not cfg.get("evaluate_test", True):  # test lock: no test predictions to report
         return summary
     _log_frame(client, parent_id, predictions, "predictions.csv")
-    _log_frame(client, parent_id, pd.DataFrame(per_fold).assign(fold=[f.name for f in folds]), "per_fold_metrics.csv", "reports")
+    _log_frame(
+        client,
+        parent_id,
+        pd.DataFrame(per_fold).assign(fold=[f.name for f in folds]),
+        "per_fold_metrics.csv",
+        "reports",
+    )
     log_reports(client, parent_id, scheme, predictions)
     return summary

@@ -45,7 +45,9 @@ def prepare_samples(cfg: DictConfig, scheme: Any) -> pd.DataFrame:
         column = schema.INPUT_COLUMNS[cfg.modality]
         manifest = manifest.loc[manifest[column].notna()].reset_index(drop=True)
         if manifest.empty:
-            raise config_checks.ConfigError(f"data={cfg.data.name} has no sample with a {cfg.modality} input.")
+            raise config_checks.ConfigError(
+                f"data={cfg.data.name} has no sample with a {cfg.modality} input."
+            )
     if cfg.get("aggregation") is not None:
         # Recompute `emotion` from the annotator labels (aggregation=majority|dawid_skene).
         manifest = _instantiate(cfg.aggregation)(manifest)
@@ -64,7 +66,9 @@ def limit_samples(manifest: pd.DataFrame, max_samples: int | None, scheme: Any) 
 
     stratify = scheme.stratify_labels(manifest)
     try:
-        keep, _ = train_test_split(manifest.index, train_size=int(max_samples), random_state=0, stratify=stratify)
+        keep, _ = train_test_split(
+            manifest.index, train_size=int(max_samples), random_state=0, stratify=stratify
+        )
     except ValueError:
         keep, _ = train_test_split(manifest.index, train_size=int(max_samples), random_state=0)
     return manifest.loc[sorted(keep)].reset_index(drop=True)
@@ -148,7 +152,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
             **({"transfer": str(cfg.transfer.name)} if cfg.get("transfer") else {}),
             **lineage,
             # A child of tracking.parent_run_id when given (tuning trials nest under their study run).
-            **({"mlflow.parentRunId": cfg.tracking.parent_run_id} if cfg.tracking.get("parent_run_id") else {}),
+            **(
+                {"mlflow.parentRunId": cfg.tracking.parent_run_id}
+                if cfg.tracking.get("parent_run_id")
+                else {}
+            ),
             **{str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()},
             # What resume=true matches, and where this run's checkpoints live.
             resuming.FINGERPRINT_TAG: fingerprint,
@@ -162,7 +170,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         params = record.flatten_config(resolved)
         items = sorted(params.items())
         for start in range(0, len(items), 100):
-            client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in items[start : start + 100]])
+            client.log_batch(
+                run_id, params=[mlflow.entities.Param(k, v) for k, v in items[start : start + 100]]
+            )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "config.yaml"
             path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
@@ -209,4 +219,3 @@ def main() -> None:
 @hydra.main(version_base="1.3", config_path=str(config_checks.CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
     return get_metric_value(train(cfg), cfg.optimized_metric)
-

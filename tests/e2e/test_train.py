@@ -11,7 +11,15 @@ import torch
 
 from emoexp.train import train
 
-CLASSIFICATION_METRICS = ("accuracy", "uar", "precision_macro", "precision_weighted", "recall_weighted", "f1_macro", "f1_weighted")
+CLASSIFICATION_METRICS = (
+    "accuracy",
+    "uar",
+    "precision_macro",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_macro",
+    "f1_weighted",
+)
 
 
 def _only_run(tracking_uri: str, experiment: str):
@@ -53,8 +61,15 @@ def test_train_logs_a_complete_run(compose, tracking_uri, modality, model):
     assert len(history) == cfg.trainer.max_epochs
     assert run.data.params["model.name"] == model
     artifacts = _artifacts(client, run.info.run_id)
-    for expected in ("config.yaml", "environment.json", "predictions.csv", "plots/confusion_matrix.png",
-                     "reports/classification_report.csv", "reports/per_group_metrics.csv", "checkpoints/best.ckpt"):
+    for expected in (
+        "config.yaml",
+        "environment.json",
+        "predictions.csv",
+        "plots/confusion_matrix.png",
+        "reports/classification_report.csv",
+        "reports/per_group_metrics.csv",
+        "checkpoints/best.ckpt",
+    ):
         assert expected in artifacts, (expected, artifacts)
     predictions = pd.read_csv(client.download_artifacts(run.info.run_id, "predictions.csv"))
     assert set(predictions["split"]) == {"val", "test"}
@@ -100,13 +115,17 @@ def test_reloaded_best_checkpoint_reproduces_logged_test_metric(compose, trackin
     fold = next(protocol.folds(manifest, scheme.stratify_labels(manifest), cfg.seed))
     assert fold.fingerprint(manifest) == run.data.tags["data_fingerprint"]
     featurizer = hydra.utils.instantiate(cfg.model.features.audio, _convert_="all")
-    datamodule = EmotionDataModule(manifest, fold, featurizer, scheme.targets(manifest), cache_dir=cfg.paths.cache_dir)
+    datamodule = EmotionDataModule(
+        manifest, fold, featurizer, scheme.targets(manifest), cache_dir=cfg.paths.cache_dir
+    )
     datamodule.setup()
     net = hydra.utils.instantiate(cfg.model.net, num_outputs=scheme.num_outputs, **featurizer.net_kwargs())
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     task = EmotionTask(net, scheme, optimizer=hydra.utils.instantiate(cfg.optimizer))
     task.load_state_dict(state)
-    result = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(task, datamodule=datamodule, verbose=False)[0]
+    result = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(
+        task, datamodule=datamodule, verbose=False
+    )[0]
     assert math.isclose(result["test/uar"], metrics["test/uar"], abs_tol=1e-6)
     assert math.isclose(result["test/f1_macro"], run.data.metrics["test/f1_macro"], abs_tol=1e-6)
 
@@ -136,7 +155,11 @@ def test_cross_validation_logs_parent_and_child_runs(compose, tracking_uri):
         assert name in parent.data.metrics, name
     child_uar = [c.data.metrics["test/uar"] for c in children]
     assert math.isclose(parent.data.metrics["test/uar"], sum(child_uar) / 3, rel_tol=1e-6)
-    assert parent.data.metrics["test/uar_ci_low"] <= parent.data.metrics["test/uar"] <= parent.data.metrics["test/uar_ci_high"]
+    assert (
+        parent.data.metrics["test/uar_ci_low"]
+        <= parent.data.metrics["test/uar"]
+        <= parent.data.metrics["test/uar_ci_high"]
+    )
     oof = pd.read_csv(client.download_artifacts(parent.info.run_id, "predictions.csv"))
     test = oof[oof["split"] == "test"]
     assert test["id"].is_unique and len(test) == int(parent.data.metrics["data/samples"])

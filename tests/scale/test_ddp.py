@@ -6,6 +6,7 @@ import math
 
 import hydra
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -117,6 +118,9 @@ def test_ddp_sim_logs_one_run_with_every_sample_once_and_single_process_metrics(
     test = predictions[predictions["split"] == TEST]
     logged = run.data.metrics
     assert math.isclose((test["target"] == test["prediction"]).mean(), logged["test/accuracy"], abs_tol=1e-6)
+    # The epoch loss is the sample-weighted mean over both ranks: the cross-entropy of all test samples.
+    probs = test[[f"prob_{label}" for label in test["target"]]].to_numpy().diagonal()
+    assert logged["test/loss"] == pytest.approx(-np.log(probs).mean(), abs=1e-4)
 
     # The synchronised DDP metrics equal a single-process evaluation of the same weights.
     checkpoint = client.download_artifacts(run.info.run_id, "checkpoints/best.ckpt")

@@ -100,6 +100,7 @@ def test_pruned_trials_are_pruned_in_optuna_and_in_mlflow(
         assert trial.state.name == "PRUNED"
         assert sorted(trial.intermediate_values) == [0, 1]  # one report per validation epoch
         assert trial.user_attrs["epochs"] == 2
+        assert "(worker 0)" in trial.user_attrs["worker"]
     assert summary["best"] == [] and summary["counts"]["pruned"] == 2
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     trials = _by_role(mlflow_runs(tracking_uri), "trial")

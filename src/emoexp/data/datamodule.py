@@ -129,7 +129,9 @@ class EmotionDataModule(pl.LightningDataModule):
         if part == TRAIN and self.sampler == "balanced" and "label" in self.targets:
             labels = self.targets["label"][self.rows(TRAIN)]
             weights = 1.0 / torch.bincount(labels).clamp_min(1)[labels].double()
-            sampler = torch.utils.data.WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
+            sampler = torch.utils.data.WeightedRandomSampler(
+                weights, num_samples=len(labels), replacement=True
+            )
             shuffle = False
         dataset = self.dataset(part)
         if part != TRAIN and torch.distributed.is_available() and torch.distributed.is_initialized():

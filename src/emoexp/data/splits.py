@@ -46,7 +46,9 @@ class Fold:
 
     def fingerprint(self, manifest: pd.DataFrame) -> str:
         """Hash of the split manifest: every (sample id, part) pair."""
-        return schema.fingerprint(f"{i}\t{p}" for i, p in zip(manifest[schema.ID], self.assignment, strict=True))
+        return schema.fingerprint(
+            f"{i}\t{p}" for i, p in zip(manifest[schema.ID], self.assignment, strict=True)
+        )
 
 
 def assert_group_disjoint(manifest: pd.DataFrame, fold: Fold, group: str = schema.SPEAKER) -> None:
@@ -61,7 +63,9 @@ def assert_group_disjoint(manifest: pd.DataFrame, fold: Fold, group: str = schem
 def _check_parts(fold: Fold) -> Fold:
     for part in (TRAIN, VAL, TEST):
         if not fold.mask(part).any():
-            raise SplitError(f"{fold.name}: the {part} split is empty; use a larger corpus or other split sizes.")
+            raise SplitError(
+                f"{fold.name}: the {part} split is empty; use a larger corpus or other split sizes."
+            )
     return fold
 
 
@@ -97,7 +101,9 @@ class StratifiedHoldout(Protocol):
     def folds(self, manifest: pd.DataFrame, stratify: np.ndarray | None, seed: int) -> Iterator[Fold]:  # noqa: D102
         index = np.arange(len(manifest))
         try:
-            rest, test = train_test_split(index, test_size=self.test_size, random_state=seed, stratify=stratify)
+            rest, test = train_test_split(
+                index, test_size=self.test_size, random_state=seed, stratify=stratify
+            )
             train, val = train_test_split(
                 rest,
                 test_size=self.val_size / (1 - self.test_size),
@@ -128,7 +134,11 @@ class SpeakerHoldout(Protocol):
     speaker_independent = True
 
     def __init__(
-        self, val_size: float = 0.15, test_size: float = 0.15, group: str = schema.SPEAKER, name: str = "speaker_holdout"
+        self,
+        val_size: float = 0.15,
+        test_size: float = 0.15,
+        group: str = schema.SPEAKER,
+        name: str = "speaker_holdout",
     ):
         self.name = name
         if not (0 < val_size < 1 and 0 < test_size < 1 and val_size + test_size < 1):
@@ -154,8 +164,11 @@ class SpeakerHoldout(Protocol):
     def folds(self, manifest: pd.DataFrame, stratify: np.ndarray | None, seed: int) -> Iterator[Fold]:  # noqa: D102
         groups = manifest[self.group].to_numpy()
         rest, test = self._split(groups, stratify, self.test_size, seed)
-        inner_train, inner_val = self._split(
-            groups[rest], None if stratify is None else stratify[rest], self.val_size / (1 - self.test_size), seed
+        _, inner_val = self._split(
+            groups[rest],
+            None if stratify is None else stratify[rest],
+            self.val_size / (1 - self.test_size),
+            seed,
         )
         assignment = np.full(len(manifest), TRAIN, dtype=object)
         assignment[test] = TEST
@@ -195,14 +208,18 @@ def _validation_from_training(
     if group is None:
         labels = None if stratify is None else stratify[train]
         try:
-            inner_train, inner_val = train_test_split(train, test_size=val_size, random_state=seed, stratify=labels)
+            inner_train, inner_val = train_test_split(
+                train, test_size=val_size, random_state=seed, stratify=labels
+            )
         except ValueError:
             inner_train, inner_val = train_test_split(train, test_size=val_size, random_state=seed)
         return inner_train, inner_val
     groups = manifest[group].to_numpy()[train]
     n_splits = max(2, round(1 / val_size))
     if len(np.unique(groups)) < 2:
-        raise SplitError(f"a fold's training side has fewer than 2 {group}s: no speaker-independent validation.")
+        raise SplitError(
+            f"a fold's training side has fewer than 2 {group}s: no speaker-independent validation."
+        )
     n_splits = min(n_splits, len(np.unique(groups)))
     if stratify is None:
         splitter = GroupShuffleSplit(n_splits=1, test_size=1 / n_splits, random_state=seed)
@@ -259,7 +276,13 @@ class SpeakerKFold(Protocol):
 
     speaker_independent = True
 
-    def __init__(self, n_splits: int = 5, val_size: float = 0.2, group: str = schema.SPEAKER, name: str = "speaker_kfold"):
+    def __init__(
+        self,
+        n_splits: int = 5,
+        val_size: float = 0.2,
+        group: str = schema.SPEAKER,
+        name: str = "speaker_kfold",
+    ):
         if n_splits < 2:
             raise SplitError("protocol.n_splits must be at least 2.")
         self.n_splits, self.val_size, self.group, self.name = n_splits, val_size, group, name
@@ -268,12 +291,15 @@ class SpeakerKFold(Protocol):
         groups = manifest[self.group].to_numpy()
         if len(np.unique(groups)) < self.n_splits:
             raise SplitError(
-                f"{len(np.unique(groups))} {self.group}s are too few for {self.n_splits} speaker-independent folds; "
+                f"{len(np.unique(groups))} {self.group}s are too few for {self.n_splits} "
+                "speaker-independent folds; "
                 "lower protocol.n_splits."
             )
         index = np.arange(len(manifest))
         if stratify is not None:
-            splits = StratifiedGroupKFold(self.n_splits, shuffle=True, random_state=seed).split(index, stratify, groups)
+            splits = StratifiedGroupKFold(self.n_splits, shuffle=True, random_state=seed).split(
+                index, stratify, groups
+            )
         else:
             from sklearn.model_selection import GroupKFold
 
@@ -301,11 +327,16 @@ class LeaveOneGroupOut(Protocol):
 
     def folds(self, manifest: pd.DataFrame, stratify: np.ndarray | None, seed: int) -> Iterator[Fold]:  # noqa: D102
         if self.group not in manifest.columns:
-            raise SplitError(f"protocol.group={self.group!r} is not a column of the corpus; available: {list(manifest.columns)}.")
+            raise SplitError(
+                f"protocol.group={self.group!r} is not a column of the corpus; "
+                f"available: {list(manifest.columns)}."
+            )
         groups = manifest[self.group].astype(str).to_numpy()
         values = sorted(np.unique(groups))
         if len(values) < 3:
-            raise SplitError(f"leave-one-{self.group}-out needs at least 3 {self.group}s, the corpus has {len(values)}.")
+            raise SplitError(
+                f"leave-one-{self.group}-out needs at least 3 {self.group}s, the corpus has {len(values)}."
+            )
         for value in values:
             test = np.flatnonzero(groups == value)
             train = np.flatnonzero(groups != value)

@@ -99,10 +99,10 @@ class _SpectralFeaturizer(Featurizer):
         x = torch.where(mask, (x - self._mean) / self._std, torch.zeros(()))
         return {**features, "x": x}
 
-    def state_dict(self) -> dict:  # noqa: D102
+    def state_dict(self) -> dict:
         return {"mean": self._mean, "std": self._std}
 
-    def load_state_dict(self, state: dict) -> None:  # noqa: D102
+    def load_state_dict(self, state: dict) -> None:
         self._mean, self._std = state.get("mean"), state.get("std")
 
 

@@ -33,7 +33,9 @@ def default_cache_dir() -> Path:
 def content_key(manifest: pd.DataFrame, params: dict[str, Any], extractor: str) -> str:
     """Hash the inputs of a manifest (ids, texts, file sizes and mtimes) and extractor params."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"v": CACHE_VERSION, "x": extractor, "p": params}, sort_keys=True, default=str).encode())
+    digest.update(
+        json.dumps({"v": CACHE_VERSION, "x": extractor, "p": params}, sort_keys=True, default=str).encode()
+    )
     for column in (schema.ID, schema.TEXT, schema.AUDIO, schema.IMAGE):
         if column not in manifest.columns:
             continue
@@ -71,7 +73,7 @@ def cached_features(
     if path.exists():
         try:
             return load_file(path), True
-        except Exception:  # noqa: BLE001 - a corrupt cache entry is recomputed, never fatal
+        except Exception:
             path.unlink(missing_ok=True)
     tensors = compute()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -118,7 +118,9 @@ class HFTokenizer(Featurizer):
         self._load()
 
     def extract(self, manifest: pd.DataFrame) -> Features:  # noqa: D102
-        texts = [normalise_text(t, i) for i, t in zip(manifest[schema.ID], manifest[schema.TEXT], strict=True)]
+        texts = [
+            normalise_text(t, i) for i, t in zip(manifest[schema.ID], manifest[schema.TEXT], strict=True)
+        ]
         encoded = self._load()(
             texts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
         )

@@ -97,7 +97,9 @@ class LabelScheme:
         """Fresh torchmetrics collections for one stage, keys prefixed with ``prefix``."""
         raise NotImplementedError
 
-    def update_metrics(self, metrics: list[Any], outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> None:
+    def update_metrics(
+        self, metrics: list[Any], outputs: torch.Tensor, targets: dict[str, torch.Tensor]
+    ) -> None:
         """Feed a batch of outputs and targets to the collections from :meth:`metrics`."""
         raise NotImplementedError
 
@@ -235,7 +237,9 @@ class CategoricalScheme(LabelScheme):
         for row, (label, votes) in enumerate(
             zip(manifest[schema.EMOTION], manifest[schema.ANNOTATIONS], strict=True)
         ):
-            mapped = [self.map_label(v) for v in (votes if isinstance(votes, list | tuple | np.ndarray) else [])]
+            mapped = [
+                self.map_label(v) for v in (votes if isinstance(votes, list | tuple | np.ndarray) else [])
+            ]
             mapped = [index[m] for m in mapped if m in index]
             if not mapped:
                 mapped = [index[label]]
@@ -338,7 +342,8 @@ class DimensionalScheme(LabelScheme):
         unknown = set(self.dims) - {schema.VALENCE, schema.AROUSAL}
         if unknown or not self.dims:
             raise LabelSchemeError(
-                f"label_scheme.dims must be a non-empty subset of ['valence', 'arousal'], got {list(self.dims)}."
+                "label_scheme.dims must be a non-empty subset of ['valence', 'arousal'], "
+                f"got {list(self.dims)}."
             )
         if self.objective not in ("ccc", "mse"):
             raise LabelSchemeError(f"label_scheme.objective must be 'ccc' or 'mse', got {self.objective!r}.")
@@ -360,7 +365,9 @@ class DimensionalScheme(LabelScheme):
                 out[dim] = out[dim].astype(float)
                 missing = out[dim].isna() & out[schema.EMOTION].notna()
                 if missing.any():
-                    out.loc[missing, dim] = [circumplex(e)[position] for e in out.loc[missing, schema.EMOTION]]
+                    out.loc[missing, dim] = [
+                        circumplex(e)[position] for e in out.loc[missing, schema.EMOTION]
+                    ]
         usable = out[list(self.dims)].notna().all(axis=1)
         out = out.loc[usable].reset_index(drop=True)
         if out.empty:

@@ -38,7 +38,9 @@ class LSTMClassifier(nn.Module):
     ):
         super().__init__()
         if (input_size is None) == (vocab_size is None):
-            raise ValueError("LSTMClassifier needs exactly one of input_size (frames) or vocab_size (tokens).")
+            raise ValueError(
+                "LSTMClassifier needs exactly one of input_size (frames) or vocab_size (tokens)."
+            )
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0) if vocab_size else None
         self.lstm = nn.LSTM(
             input_size=embedding_dim if vocab_size else input_size,

@@ -52,7 +52,10 @@ class EmotionTask(pl.LightningModule):
         self.param_groups = param_groups
         self.metrics = nn.ModuleDict(
             # ModuleDict keys may not shadow nn.Module attributes such as ``train``.
-            {f"{stage}_": nn.ModuleList(scheme.metrics(prefix=f"{stage}/")) for stage in ("train", "val", "test")}
+            {
+                f"{stage}_": nn.ModuleList(scheme.metrics(prefix=f"{stage}/"))
+                for stage in ("train", "val", "test")
+            }
         )
         # Epoch losses (sample-weighted means) as metrics: like the scheme's metrics they are synchronised
         # across DDP ranks in this module's epoch-end hooks, where every rank reaches them in the same order.
@@ -72,13 +75,19 @@ class EmotionTask(pl.LightningModule):
         loss = self.scheme.loss(outputs, batch["targets"])
         self.scheme.update_metrics(self.metrics[f"{stage}_"], outputs.detach(), batch["targets"])
         batch_size = outputs.shape[0]
-        self.losses[f"{stage}_"].update(loss.detach(), weight=batch_size)
+        # One value per sample, for a sample-weighted mean (torchmetrics 1.9 ignores `weight` when
+        # nan_strategy="disable", and NaN must propagate to the logged loss rather than be dropped).
+        self.losses[f"{stage}_"].update(loss.detach().expand(batch_size))
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:  # noqa: D102
         loss = self._step(batch, "train")
         if self.l1 > 0:
-            penalty = sum(p.abs().sum() for name, p in self.net.named_parameters() if p.requires_grad and "bias" not in name)
+            penalty = sum(
+                p.abs().sum()
+                for name, p in self.net.named_parameters()
+                if p.requires_grad and "bias" not in name
+            )
             loss = loss + self.l1 * penalty
         return loss
 

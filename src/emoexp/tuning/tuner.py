@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -423,6 +424,9 @@ class Tuner:
         params = suggest(trial, self.settings.space)
         trial_overrides = to_overrides(params, self.settings.space.fixed)
         trial.set_user_attr("overrides", trial_overrides)
+        trial.set_user_attr(
+            "worker", f"{socket.gethostname()}:{os.getpid()} (worker {self.tuner.get('worker_id', 0)})"
+        )
         log.info("trial %d: %s", trial.number, " ".join(trial_overrides))
         prune = len(self.settings.objectives) == 1
         values, state, reason = None, TrialState.COMPLETE, ""
