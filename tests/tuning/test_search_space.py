@@ -25,8 +25,6 @@ def test_one_search_space_per_default_model_and_a_classical_one():
 
 @pytest.mark.parametrize("name", SEARCHES)
 def test_every_search_space_composes_parses_and_names_only_existing_keys(compose_tune, name):
-    if name == "svm" and not (CONF_DIR / "model" / "svm.yaml").exists():
-        pytest.skip("conf/model/svm.yaml is not there yet (the classical-models work adds it)")
     settings = _settings(compose_tune, [f"hparams_search={name}"])
     assert settings.space.distributions
     assert settings.objectives[0].metric == "val/uar_best" and settings.objectives[0].direction == "maximize"
