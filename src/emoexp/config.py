@@ -8,15 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The Hydra config groups ship inside the package (package data). In a checkout src/emoexp/conf
+# links to the repository's conf/, which resolve() turns back into that path for messages.
+CONF_DIR = (Path(__file__).resolve().parent / "conf").resolve()
 MODALITIES = ("text", "audio", "visual", "multimodal")
 
 
 class ConfigError(ValueError):
     """The composed configuration is incoherent; the message says what to change."""
+
+
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """Instantiate a config node (``_target_``) with plain Python containers for its arguments."""
+    import hydra  # hydra.utils pulls in more than config printing needs
+
+    return hydra.utils.instantiate(node, **kwargs, _convert_="all")
 
 
 def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:

@@ -49,6 +49,11 @@ class TrainingInterrupted(SystemExit):
     def __str__(self) -> str:
         return str(self.args[0])
 
+    @property
+    def signal_name(self) -> str:
+        """The signal's name, e.g. ``SIGTERM``."""
+        return signal.Signals(self.signum).name
+
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite: the run cannot recover and is marked FAILED."""

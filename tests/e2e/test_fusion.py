@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from emoexp import predict
-from emoexp.train import prepare_samples, train
+from emoexp.engine.samples import prepare_samples
+from emoexp.train import train
 
 
 def test_attention_fusion_logs_missing_modality_metrics_and_predicts(compose, tracking_uri, tmp_path):

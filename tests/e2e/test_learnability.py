@@ -1,6 +1,6 @@
 """Slow: on the default-sized embedded data the default models learn, and protocols matter.
 
-These check invariant 6 (the embedded data is learnable and honest) through the real
+These check docs/design.md#6-embedded-data-is-learnable-and-honest through the real
 training path: `train(cfg)` with the shipped configs, no debug shortcuts.
 """
 

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from emoexp import cliargs, predict
-from emoexp.train import prepare_samples, train
+from emoexp.engine.samples import prepare_samples
+from emoexp.train import train
 
 
 def _trained_run(compose, tracking_uri: str, overrides: list[str]):

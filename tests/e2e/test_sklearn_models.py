@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from emoexp.config import ConfigError
-from emoexp.train import _instantiate, prepare_samples, train
+from emoexp.config import instantiate as _instantiate
+from emoexp.engine.samples import prepare_samples
+from emoexp.train import train
 
 CLASSIFICATION_METRICS = (
     "accuracy",

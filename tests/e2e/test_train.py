@@ -100,9 +100,8 @@ def test_reloaded_best_checkpoint_reproduces_logged_test_metric(compose, trackin
     from lightning.pytorch import Trainer
 
     from emoexp.data.datamodule import EmotionDataModule
-    from emoexp.runner import fit_and_evaluate  # noqa: F401  (the code path under test)
     from emoexp.tasks.emotion import EmotionTask
-    from emoexp.train import prepare_samples
+    from emoexp.engine.samples import prepare_samples
 
     cfg = compose(["model=lstm"])
     metrics = train(cfg)

@@ -16,7 +16,7 @@ from emoexp.data.splits import TEST, VAL
 
 def _fold(cfg):
     """The scheme, manifest and fold a run of ``cfg`` trains on."""
-    from emoexp.train import prepare_samples
+    from emoexp.engine.samples import prepare_samples
 
     scheme = hydra.utils.instantiate(cfg.label_scheme, _convert_="all")
     manifest = prepare_samples(cfg, scheme)

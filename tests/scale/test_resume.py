@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from emoexp.tracking.resume import config_fingerprint
+from emoexp.engine.resume import config_fingerprint
 from emoexp.train import train
 
 PROBE = "+callbacks.probe._target_=step_probe.StepProbe"

@@ -61,6 +61,6 @@ def tiny_wav2vec2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def scheme(compose):
     """The default label scheme (ekman7), built from its real config."""
-    from emoexp.train import _instantiate
+    from emoexp.config import instantiate as _instantiate
 
     return _instantiate(compose([]).label_scheme)

@@ -56,7 +56,7 @@ def _samples(frame: pd.DataFrame, scheme: Any) -> pd.DataFrame:
     samples = pd.DataFrame(index=frame.index)
     if "target" in frame.columns:
         samples[schema.EMOTION] = frame["target"].to_numpy()
-    for dim in getattr(scheme, "dims", ()) or ():
+    for dim in scheme.dimension_names:
         samples[dim] = frame[f"{dim}_true"].to_numpy(float)
     return samples
 
@@ -71,13 +71,13 @@ def _outputs_and_targets(scheme: Any, frame: pd.DataFrame) -> tuple[Any, dict[st
     import torch
 
     parts, targets = [], {}
-    classes = list(getattr(scheme, "classes", ()) or ())
+    classes = list(scheme.class_names)
     if classes:
         probs = frame[[f"prob_{c}" for c in classes]].to_numpy(float)
         parts.append(np.log(np.clip(probs, 1e-12, 1.0)))
         index = {c: i for i, c in enumerate(classes)}
         targets["label"] = torch.tensor(frame["target"].map(index).to_numpy(np.int64))
-    dims = list(getattr(scheme, "dims", ()) or ())
+    dims = list(scheme.dimension_names)
     if dims:
         parts.append(np.arctanh(np.clip(frame[[f"{d}_pred" for d in dims]].to_numpy(float), -_CLIP, _CLIP)))
         targets["dims"] = torch.tensor(frame[[f"{d}_true" for d in dims]].to_numpy(np.float32))
@@ -92,10 +92,7 @@ def scheme_metrics(scheme: Any, frame: pd.DataFrame, prefix: str) -> dict[str, f
     collections = scheme.metrics(prefix=prefix)
     scheme.update_metrics(collections, outputs, targets)
     values = {k: float(v) for collection in collections for k, v in collection.compute().items()}
-    if (
-        getattr(scheme, "target", "hard") == "hard"
-        and getattr(getattr(scheme, "categorical", None), "target", "hard") == "hard"
-    ):
+    if not scheme.uses_soft_targets:  # soft targets (annotator distributions) are not stored
         # class_weights="balanced" needs a training split, which an ensemble does not have.
         with contextlib.suppress(LabelSchemeError):
             values[f"{prefix}loss"] = float(scheme.loss(outputs, targets))
@@ -104,7 +101,7 @@ def scheme_metrics(scheme: Any, frame: pd.DataFrame, prefix: str) -> dict[str, f
 
 def evaluate(scheme: Any, predictions: pd.DataFrame) -> dict[str, float]:
     """``val/*`` and ``test/*`` metrics; for cross-validated members, per fold then mean/std/CI."""
-    from emoexp.runner import summarise_folds
+    from emoexp.engine.run import summarise_folds
 
     per_block = []
     blocks = (
@@ -137,7 +134,7 @@ def build(client: Any, runs: Sequence[Run], method: str = "soft") -> Ensemble:
     guard = ValidationOnlyFit()
     decoded: dict[str, np.ndarray] = {}
     combined = Combined(None, None)
-    classes = list(getattr(scheme, "classes", ()) or ())
+    classes = list(scheme.class_names)
     if classes:
         probs = np.stack([f[[f"prob_{c}" for c in classes]].to_numpy(float) for f in frames])
         labels = reference["target"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
@@ -148,7 +145,7 @@ def build(client: Any, runs: Sequence[Run], method: str = "soft") -> Ensemble:
         )
         combined = combine_probs(method, probs, labels, split, blocks, guard, metric)
         decoded["probs"] = combined.probs
-    dims = list(getattr(scheme, "dims", ()) or ())
+    dims = list(scheme.dimension_names)
     if dims:
         values = np.stack([f[[f"{d}_pred" for d in dims]].to_numpy(float) for f in frames])
         truth = reference[[f"{d}_true" for d in dims]].to_numpy(float)
@@ -188,15 +185,31 @@ def log_ensemble(
     Returns:
         The new run's id.
     """
-    import mlflow
-    import yaml
-
-    from emoexp.runner import log_reports
+    from emoexp.engine.epilogue import record_report
+    from emoexp.engine.recorder import Recorder
     from emoexp.tracking.store import ensure_experiment
 
+    tags = _ensemble_tags(ensemble)
+    experiment_id = ensure_experiment(client.tracking_uri, experiment)
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    try:
+        _log_values(client, run_id, ensemble, tags, selection)
+        _log_files(client, run_id, ensemble, tags)
+        recorder = Recorder(client.tracking_uri)
+        record_report(recorder, run_id, ensemble.scheme, ensemble.predictions)
+        recorder.flush()  # the recorder buffers report metrics (test/ece) until flushed
+    except BaseException as error:
+        client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _ensemble_tags(ensemble: Ensemble) -> dict[str, str]:
+    """The run tags: the members, and the tags training runs carry (``mixed`` where members differ)."""
     runs = [m.run for m in ensemble.members]
     modalities = sorted({r.tags.get("modality", "?") for r in runs})
-    modality = modalities[0] if len(modalities) == 1 else "multimodal"
     tags = {
         "ensemble": "true",
         "emoexp.kind": KIND,
@@ -205,7 +218,7 @@ def log_ensemble(
         "ensemble.member_models": ",".join(
             f"{r.tags.get('modality', '?')}/{r.tags.get('model', '?')}" for r in runs
         ),
-        "modality": modality,
+        "modality": modalities[0] if len(modalities) == 1 else "multimodal",
         "model": f"ensemble-{ensemble.method}",
         "label_scheme": ensemble.scheme.name,
         "protocol": _common(runs, "protocol"),
@@ -216,64 +229,66 @@ def log_ensemble(
     }
     if len(modalities) > 1:
         tags["fusion"] = "late"
-    experiment_id = ensure_experiment(client.tracking_uri, experiment)
-    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
-    try:
-        params = {
-            "ensemble.method": ensemble.method,
-            "ensemble.members": tags["ensemble.members"],
-            "ensemble.size": len(runs),
-            **(selection or {}),
-        }
-        timestamp = int(time.time() * 1000)
-        client.log_batch(
-            run_id,
-            metrics=[
-                mlflow.entities.Metric(k, v, timestamp, 0)
-                for k, v in ensemble.metrics.items()
-                if np.isfinite(v)
-            ],
-            params=[
-                mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items() if v not in (None, "")
-            ],
-        )
-        record = {
-            "method": ensemble.method,
-            "members": [
-                {
-                    "run_id": r.run_id,
-                    "name": r.name,
-                    "experiment": r.experiment,
-                    "modality": r.tags.get("modality"),
-                    "model": r.tags.get("model"),
-                    "seed": r.tags.get("seed"),
-                }
-                for r in runs
-            ],
-            "weights": ensemble.combined.weights,
-            "details": ensemble.combined.details,
-            "meta_learner_fitted_on": "validation rows only",
-        }
-        config = {
-            "modality": modality,
-            "model": {"name": tags["model"]},
-            "label_scheme": ensemble.members[0].scheme_config,
-            "ensemble": {"method": ensemble.method, "members": [r.run_id for r in runs]},
-        }
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            ensemble.predictions.to_csv(folder / "predictions.csv", index=False)
-            (folder / "ensemble.json").write_text(json.dumps(record, indent=2))
-            (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-            for name in ("predictions.csv", "ensemble.json", "config.yaml"):
-                client.log_artifact(run_id, str(folder / name))
-        log_reports(client, run_id, ensemble.scheme, ensemble.predictions)
-    except BaseException as error:
-        client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
+    return tags
+
+
+def _log_values(
+    client: Any, run_id: str, ensemble: Ensemble, tags: dict[str, str], selection: dict[str, Any] | None
+) -> None:
+    """Log the finite metrics and the ensemble's parameters (with the selection) in one batch."""
+    import mlflow
+
+    params = {
+        "ensemble.method": ensemble.method,
+        "ensemble.members": tags["ensemble.members"],
+        "ensemble.size": len(ensemble.members),
+        **(selection or {}),
+    }
+    timestamp = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[
+            mlflow.entities.Metric(k, v, timestamp, 0) for k, v in ensemble.metrics.items() if np.isfinite(v)
+        ],
+        params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items() if v not in (None, "")],
+    )
+
+
+def _log_files(client: Any, run_id: str, ensemble: Ensemble, tags: dict[str, str]) -> None:
+    """Log ``predictions.csv``, ``ensemble.json`` (members, weights) and ``config.yaml``."""
+    import yaml
+
+    runs = [m.run for m in ensemble.members]
+    record = {
+        "method": ensemble.method,
+        "members": [
+            {
+                "run_id": r.run_id,
+                "name": r.name,
+                "experiment": r.experiment,
+                "modality": r.tags.get("modality"),
+                "model": r.tags.get("model"),
+                "seed": r.tags.get("seed"),
+            }
+            for r in runs
+        ],
+        "weights": ensemble.combined.weights,
+        "details": ensemble.combined.details,
+        "meta_learner_fitted_on": "validation rows only",
+    }
+    config = {
+        "modality": tags["modality"],
+        "model": {"name": tags["model"]},
+        "label_scheme": ensemble.members[0].scheme_config,
+        "ensemble": {"method": ensemble.method, "members": [r.run_id for r in runs]},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        ensemble.predictions.to_csv(folder / "predictions.csv", index=False)
+        (folder / "ensemble.json").write_text(json.dumps(record, indent=2))
+        (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        for name in ("predictions.csv", "ensemble.json", "config.yaml"):
+            client.log_artifact(run_id, str(folder / name))
 
 
 def members_experiment(ensemble: Ensemble, default: str = "emoexp-ensembles") -> str:

@@ -136,7 +136,8 @@ def settings_from_config(
     if primary.metric == f"{scheme.monitor}_best" and primary.direction != _direction(scheme.mode, "mode"):
         raise ConfigError(
             f"hydra.sweeper.direction={primary.direction} contradicts label_scheme.mode={scheme.mode} for "
-            f"{primary.metric} (DESIGN invariant 1): use direction: ${{label_scheme.mode}}imize in {source}."
+            f"{primary.metric} (docs/design.md#1-the-label-scheme-decides-together): "
+            f"use direction: ${{label_scheme.mode}}imize in {source}."
         )
     objectives = [primary]
     for i, extra in enumerate(cfg.tuner.get("extra_objectives") or []):
@@ -416,18 +417,10 @@ class Tuner:
         import optuna
         from optuna.trial import TrialState
 
-        from emoexp.train import train
+        from emoexp.engine.run import train_run as train
         from emoexp.tuning.pruning import active_trial
 
-        if trial.user_attrs.get("error"):  # a retry inherits the user attributes of the trial it retries
-            trial.set_user_attr("error", "")
-        params = suggest(trial, self.settings.space)
-        trial_overrides = to_overrides(params, self.settings.space.fixed)
-        trial.set_user_attr("overrides", trial_overrides)
-        trial.set_user_attr(
-            "worker", f"{socket.gethostname()}:{os.getpid()} (worker {self.tuner.get('worker_id', 0)})"
-        )
-        log.info("trial %d: %s", trial.number, " ".join(trial_overrides))
+        trial_overrides = self._begin_trial(trial)
         prune = len(self.settings.objectives) == 1
         values, state, reason = None, TrialState.COMPLETE, ""
         trial_cfg = None
@@ -445,18 +438,7 @@ class Tuner:
         except optuna.TrialPruned as pruned:
             state, reason = TrialState.PRUNED, str(pruned)
         except KeyboardInterrupt:
-            # Interrupted, not failed: queue the same parameters again so a resumed study reruns it.
-            trial.set_user_attr("error", "interrupted")
-            frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            self._retry()(study, frozen)
-            tracking.record_trial(
-                client,
-                experiment_id,
-                parent_id,
-                frozen,
-                f"{study.study_name}-trial-{trial.number}",
-                "interrupted",
-            )
+            self._requeue_interrupted(study, trial, parent_id, client, experiment_id)
             raise
         except Exception as error:
             state, reason = TrialState.FAIL, f"{type(error).__name__}: {error}"
@@ -474,6 +456,37 @@ class Tuner:
             "trial %d %s %s", trial.number, frozen.state.name, frozen.values if frozen.values else reason
         )
         return frozen
+
+    def _begin_trial(self, trial: Any) -> list[str]:
+        """Suggest the trial's parameters; record them and this worker on the trial; return overrides."""
+        if trial.user_attrs.get("error"):  # a retry inherits the user attributes of the trial it retries
+            trial.set_user_attr("error", "")
+        params = suggest(trial, self.settings.space)
+        trial_overrides = to_overrides(params, self.settings.space.fixed)
+        trial.set_user_attr("overrides", trial_overrides)
+        trial.set_user_attr(
+            "worker", f"{socket.gethostname()}:{os.getpid()} (worker {self.tuner.get('worker_id', 0)})"
+        )
+        log.info("trial %d: %s", trial.number, " ".join(trial_overrides))
+        return trial_overrides
+
+    def _requeue_interrupted(
+        self, study: Any, trial: Any, parent_id: str, client: Any, experiment_id: str
+    ) -> None:
+        """Interrupted, not failed: queue the same parameters again so a resumed study reruns it."""
+        from optuna.trial import TrialState
+
+        trial.set_user_attr("error", "interrupted")
+        frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        self._retry()(study, frozen)
+        tracking.record_trial(
+            client,
+            experiment_id,
+            parent_id,
+            frozen,
+            f"{study.study_name}-trial-{trial.number}",
+            "interrupted",
+        )
 
     def _record_stale(self, client: Any, experiment_id: str, parent_id: str, study: Any, number: int) -> None:
         frozen = study.get_trials(deepcopy=False)[number]
@@ -543,7 +556,7 @@ class Tuner:
 
     def final_run(self, study: Any, number: int, parent_id: str, client: Any) -> dict[str, Any]:
         """Train trial ``number``'s configuration with ``evaluate_test=true``: the study's one test run."""
-        from emoexp.train import train
+        from emoexp.engine.run import train_run as train
 
         done = study.user_attrs.get(FINAL_ATTR)
         if done and done.get("trial") == number:

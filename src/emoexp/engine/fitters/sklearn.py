@@ -1,14 +1,14 @@
-"""Fitting and evaluating one scikit-learn model (``model.kind: sklearn``) on one fold.
+"""The scikit-learn fitter (``model.kind: sklearn``): a feature pipeline and an estimator on one fold.
 
-The classical counterpart of :func:`emoexp.runner.fit_fold`, logging the same record:
+The classical counterpart of the Lightning fitter; the fold epilogue records both the same way:
 the label scheme's own metric collections (``train/*``, ``val/*``, ``test/*``, with
-``val/<monitor>_best``), ``predictions.csv``, the dataset/confusion/per-class/per-group
-reports, and the fitted pipeline as an MLflow sklearn model under ``model``.
+``val/<monitor>_best``), ``predictions.csv``, the reports, and the fitted pipeline as an MLflow
+sklearn model under ``model``.
 
 Pipeline: [text vectorizer] -> [variance threshold] -> [scaler] -> [k best] -> estimator, fitted
 on the training rows only. A ``model.search`` grid is a model selection on the *validation*
 rows (every candidate is fitted on the training rows; the best ``val/<monitor>`` wins); the
-test rows are only ever predicted by the selected model (DESIGN invariant 3).
+test rows are only ever predicted by the selected model (docs/design.md#3-the-test-split-is-locked).
 
 Estimator outputs enter the schemes' metrics as the deep models' heads would: classifiers
 give ``log(predict_proba)`` (whose softmax is the probabilities), regressors give
@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from emoexp.config import ConfigError
-from emoexp.data.splits import TEST, TRAIN, VAL, Fold
+from emoexp.config import ConfigError, instantiate
+from emoexp.data.splits import TEST, TRAIN, VAL
+from emoexp.engine.fitters.base import FoldContext
 
 log = logging.getLogger(__name__)
 
@@ -40,29 +38,14 @@ _CLIP = 1.0 - 1e-6
 
 
 def estimator_role(model_cfg: DictConfig, scheme: Any) -> str:
-    """Return ``"classifier"`` or ``"regressor"`` for the scheme, or raise a clear :class:`ConfigError`.
+    """``"classifier"`` or ``"regressor"``: the scheme says which, the model must have that estimator.
 
-    Categorical schemes take the model's classifier, the dimensional scheme its regressor;
-    schemes that need one estimator for several kinds of targets (``both``, multi-label) and
-    soft (annotator-distribution) targets are rejected.
+    Raises:
+        ConfigError: If the scheme cannot be served by a scikit-learn estimator, or the model
+            config has none for its role.
     """
-    kind = getattr(scheme, "kind", "")
     name = model_cfg.get("name", "?")
-    if kind == "categorical":
-        if getattr(scheme, "target", "hard") != "hard":
-            raise ConfigError(
-                f"model={name} (scikit-learn) trains on hard labels; label_scheme.target=soft needs a "
-                "neural model (lstm, cnn, transformer, timm). Use label_scheme.target=hard."
-            )
-        role = CLASSIFIER
-    elif kind == "dimensional":
-        role = REGRESSOR
-    else:
-        raise ConfigError(
-            f"model={name} (scikit-learn) supports categorical schemes (ekman6, ekman7, ...) with its "
-            f"classifier and valence_arousal with its regressor, not label_scheme={scheme.name} "
-            f"(kind {kind!r}). Use a neural model for it, or one of those schemes."
-        )
+    role = scheme.estimator_role(name)
     if model_cfg.get("estimator", {}).get(role) is None:
         raise ConfigError(f"model={name} has no estimator.{role} for label_scheme={scheme.name}.")
     return role
@@ -128,8 +111,6 @@ def build_pipeline(
     from sklearn.pipeline import Pipeline
     from sklearn.utils import get_tags
 
-    from emoexp.train import _instantiate
-
     preprocessing = model_cfg.get("preprocessing") or {}
     steps = list(featurizer.pipeline_steps())
     if preprocessing.get("variance_threshold") is not None:
@@ -141,7 +122,7 @@ def build_pipeline(
         score = f_classif if role == CLASSIFIER else f_regression_mean
         steps.append(("select", SelectKBest(score, k=int(preprocessing.k_best))))
 
-    estimator = _instantiate(model_cfg.estimator[role])
+    estimator = instantiate(model_cfg.estimator[role])
     if role == CLASSIFIER:
         present, counts = np.unique(y_train, return_counts=True)
         weights = getattr(scheme, "class_weights", None)
@@ -213,33 +194,25 @@ def stage_metrics(scheme: Any, outputs: Any, targets: dict[str, Any], prefix: st
 
 
 @contextlib.contextmanager
+@contextlib.contextmanager
 def _tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at ``uri`` for the block, leaving the caller's setting as it was."""
-    try:
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-    except ImportError:  # pragma: no cover - the private helper moved; fall back to the public API
-        import mlflow
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(uri)
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(previous)
-        return
     with _use_tracking_uri(uri):
         yield
 
 
 def log_sklearn_model(
-    pipeline: Any, inputs: Any, role: str, client: Any, run_id: str, tracking_uri: str, serialization: str
+    pipeline: Any, inputs: Any, role: str, run_id: str, tracking_uri: str, serialization: str
 ) -> None:
     """Log the fitted pipeline as an MLflow sklearn model under ``model`` of ``run_id``, with a signature.
 
     Loaded with ``mlflow.sklearn.load_model("runs:/<run_id>/model")``, it takes the output of the
     featurizer's ``extract`` (functionals, HOG/LBP/geometry, or raw texts for TF-IDF/BoW); its
     pyfunc flavour returns class probabilities (classifiers) or predictions (regressors).
-    Pipelines with emoexp steps (the text tokenizer) need emoexp importable to load.
+    Pipelines with emoexp steps (the text tokenizer) need emoexp importable to load. Called
+    through :meth:`emoexp.engine.recorder.Recorder.log_model`, which keeps the run RUNNING.
     """
     import cloudpickle
     import mlflow
@@ -251,137 +224,123 @@ def log_sklearn_model(
     requirements = [f"scikit-learn=={sklearn.__version__}", f"numpy=={np.__version__}"]
     if serialization == "cloudpickle":
         requirements.append(f"cloudpickle=={cloudpickle.__version__}")
-    # The fluent API is the only one that logs models; it ends the run it resumed, so the
-    # run is set back to RUNNING for the caller (train / fit_cross_validated) to finish.
-    with _tracking_uri(tracking_uri):
-        try:
-            with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-                mlflow.sklearn.log_model(
-                    pipeline,
-                    name=MODEL_ARTIFACT,
-                    signature=signature,
-                    serialization_format=serialization,
-                    # Explicit requirements: inferring them imports the model in a subprocess (~20 s).
-                    pip_requirements=requirements,
-                    pyfunc_predict_fn=predict,
-                )
-        finally:
-            client.update_run(run_id, status="RUNNING")
+    with _tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        mlflow.sklearn.log_model(
+            pipeline,
+            name=MODEL_ARTIFACT,
+            signature=signature,
+            serialization_format=serialization,
+            # Explicit requirements: inferring them imports the model in a subprocess (~20 s).
+            pip_requirements=requirements,
+            pyfunc_predict_fn=predict,
+        )
 
 
-def fit_fold_sklearn(
-    cfg: DictConfig,
-    scheme: Any,
-    manifest: pd.DataFrame,
-    fold: Fold,
-    client: Any,
-    run_id: str,
-    tracking_uri: str,
-    output_dir: Path,
-) -> tuple[dict[str, float], pd.DataFrame]:
-    """Fit the configured scikit-learn pipeline on one fold and log it like :func:`emoexp.runner.fit_fold`.
-
-    Returns:
-        Final metrics (``val/<monitor>_best``, ``test/*``) and the per-sample predictions.
-
-    Raises:
-        ConfigError: For a label scheme the model cannot serve, or a bad search/preprocessing key.
-    """
-    import mlflow
-    import torch
+def _select(
+    ctx: FoldContext, template: Any, candidates: list[dict[str, Any]], data: _FoldData
+) -> tuple[Any, dict, dict]:
+    """Fit every candidate on the training rows; the best ``val/<monitor>`` wins (validation only)."""
     from sklearn.base import clone
 
-    from emoexp.evaluation.dataset_report import dataset_reports
-    from emoexp.runner import _log_frame, log_reports, predictions_frame
-    from emoexp.train import _instantiate
-
-    role = estimator_role(cfg.model, scheme)
-    featurizer = _instantiate(cfg.model.features[cfg.modality])
-    inputs, hit = featurizer.extract(manifest, cfg.paths.cache_dir, cfg.datamodule.use_cache)
-    client.set_tag(run_id, "feature_cache", "hit" if hit else "miss")
-    client.set_tag(run_id, "emoexp.model_kind", "sklearn")
-    scheme = scheme.resolve_class_weights(manifest.loc[fold.mask(TRAIN)])
-    for name, frame in dataset_reports(manifest, fold, scheme).items():
-        _log_frame(client, run_id, frame, name, "reports")
-
-    targets = {k: np.asarray(v) for k, v in scheme.targets(manifest).items()}
-    y = targets["label"] if role == CLASSIFIER else targets["dims"]
-    rows = {part: np.flatnonzero(fold.mask(part)) for part in (TRAIN, VAL, TEST)}
-
-    def part_targets(part: str) -> dict[str, Any]:
-        return {k: torch.as_tensor(v[rows[part]]) for k, v in targets.items()}
-
-    template = build_pipeline(cfg.model, featurizer, role, scheme, y[rows[TRAIN]])
-    candidates = _search_grid(cfg.model, role, template)
-    if len(candidates) > 1 and len(rows[VAL]) == 0:
-        raise ConfigError(
-            f"model.search needs validation rows to select among {len(candidates)} settings, and "
-            f"protocol={cfg.protocol.name} has none; empty model.search.{role} or use a protocol with val."
-        )
+    scheme = ctx.scheme
     sign = 1.0 if scheme.mode == "max" else -1.0
     best_pipeline, best_params, best_val, best_score = None, {}, {}, -np.inf
     for params in candidates:
         pipeline = clone(template).set_params(**params)
-        pipeline.fit(inputs[rows[TRAIN]], y[rows[TRAIN]])
-        val = {}
-        if len(rows[VAL]):
-            val = stage_metrics(
-                scheme, pipeline_outputs(pipeline, inputs[rows[VAL]], role, scheme), part_targets(VAL), "val/"
-            )
+        pipeline.fit(data.inputs[data.rows[TRAIN]], data.y[data.rows[TRAIN]])
+        val = data.stage(pipeline, VAL) if len(data.rows[VAL]) else {}
         score = sign * val.get(scheme.monitor, 0.0)
         score = score if np.isfinite(score) else -np.inf  # an undefined score never wins
         if best_pipeline is None or score > best_score:
             best_pipeline, best_params, best_val, best_score = pipeline, params, val, score
         if len(candidates) > 1:
             log.info("%s: %s = %.4f", params, scheme.monitor, val.get(scheme.monitor, float("nan")))
-    pipeline = best_pipeline
-    if best_params:
-        client.log_batch(
-            run_id, params=[mlflow.entities.Param(f"selected.{k}", str(v)) for k, v in best_params.items()]
-        )
+    return best_pipeline, best_params, best_val
 
+
+class _FoldData:
+    """A fold's extracted inputs, targets and rows, and the scheme's metrics of a pipeline on one part."""
+
+    def __init__(self, ctx: FoldContext, inputs: Any, role: str):
+        targets = {k: np.asarray(v) for k, v in ctx.scheme.targets(ctx.manifest).items()}
+        self.scheme, self.inputs, self.role, self.targets = ctx.scheme, inputs, role, targets
+        self.y = targets["label"] if role == CLASSIFIER else targets["dims"]
+        self.rows = {part: np.flatnonzero(ctx.fold.mask(part)) for part in (TRAIN, VAL, TEST)}
+
+    def outputs(self, pipeline: Any, part: str) -> Any:
+        return pipeline_outputs(pipeline, self.inputs[self.rows[part]], self.role, self.scheme)
+
+    def stage(self, pipeline: Any, part: str) -> dict[str, float]:
+        import torch
+
+        targets = {k: torch.as_tensor(v[self.rows[part]]) for k, v in self.targets.items()}
+        return stage_metrics(self.scheme, self.outputs(pipeline, part), targets, f"{part}/")
+
+
+def fit_sklearn(ctx: FoldContext) -> SklearnFold:
+    """Fit the configured scikit-learn pipeline on the fold's training rows (see the module docstring).
+
+    Raises:
+        ConfigError: For a label scheme the model cannot serve, or a bad search/preprocessing key.
+    """
+    cfg, scheme = ctx.cfg, ctx.scheme
+    role = estimator_role(cfg.model, scheme)
+    featurizer = instantiate(cfg.model.features[cfg.modality])
+    inputs, hit = featurizer.extract(ctx.manifest, cfg.paths.cache_dir, cfg.datamodule.use_cache)
+    ctx.recorder.set_tags(
+        ctx.run_id, {"feature_cache": "hit" if hit else "miss", "emoexp.model_kind": "sklearn"}
+    )
+    data = _FoldData(ctx, inputs, role)
+    template = build_pipeline(cfg.model, featurizer, role, scheme, data.y[data.rows[TRAIN]])
+    candidates = _search_grid(cfg.model, role, template)
+    if len(candidates) > 1 and len(data.rows[VAL]) == 0:
+        raise ConfigError(
+            f"model.search needs validation rows to select among {len(candidates)} settings, and "
+            f"protocol={cfg.protocol.name} has none; empty model.search.{role} or use a protocol with val."
+        )
+    pipeline, params, val = _select(ctx, template, candidates, data)
+    if params:
+        ctx.recorder.log_params(ctx.run_id, {f"selected.{k}": str(v) for k, v in params.items()})
     vectorizer = pipeline.named_steps.get("vectorize")
     extracted = len(vectorizer.vocabulary_) if vectorizer is not None else np.shape(inputs)[1]
-    used = pipeline[:-1].transform(inputs[rows[TRAIN][:1]]).shape[1] if len(pipeline) > 1 else extracted
+    train_rows = data.rows[TRAIN]
+    used = pipeline[:-1].transform(inputs[train_rows[:1]]).shape[1] if len(pipeline) > 1 else extracted
     logged = {
         "model/features_extracted": float(extracted),
         "model/features_used": float(used),
-        **stage_metrics(
-            scheme,
-            pipeline_outputs(pipeline, inputs[rows[TRAIN]], role, scheme),
-            part_targets(TRAIN),
-            "train/",
-        ),
-        **best_val,
+        **data.stage(pipeline, TRAIN),
+        **val,
     }
-    if scheme.monitor in best_val:
-        logged[scheme.best_metric] = best_val[scheme.monitor]
-    evaluate_test = cfg.get("evaluate_test", True)
-    outputs = {VAL: pipeline_outputs(pipeline, inputs[rows[VAL]], role, scheme)}
-    if evaluate_test:
-        outputs[TEST] = pipeline_outputs(pipeline, inputs[rows[TEST]], role, scheme)
-        logged.update(stage_metrics(scheme, outputs[TEST], part_targets(TEST), "test/"))
-    timestamp = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, timestamp, 0) for k, v in logged.items()])
+    best = {scheme.best_metric: val[scheme.monitor]} if scheme.monitor in val else {}
+    ctx.recorder.log_metrics(ctx.run_id, {**logged, **best})
+    return SklearnFold(ctx, pipeline, data, best)
 
-    if cfg.tracking.log_checkpoint and run_id:  # no run id: a non-zero DDP rank, which records nothing
-        log_sklearn_model(
-            pipeline,
-            inputs[rows[TRAIN][:32]],
-            role,
-            client,
-            run_id,
-            tracking_uri,
-            cfg.model.get("serialization_format", "cloudpickle"),
+
+class SklearnFold:
+    """A fitted pipeline; the test rows are predicted only when the fold epilogue asks."""
+
+    logs_test_metrics = False
+    checkpoint = None
+
+    def __init__(self, ctx: FoldContext, pipeline: Any, data: _FoldData, best: dict[str, float]):
+        self.ctx, self.pipeline, self.data, self.best = ctx, pipeline, data, best
+
+    def outputs(self, part: str) -> tuple[Any, np.ndarray]:  # noqa: D102
+        return self.data.outputs(self.pipeline, part), self.data.rows[part]
+
+    def test_metrics(self) -> dict[str, float]:  # noqa: D102
+        return self.data.stage(self.pipeline, TEST)
+
+    def extra_test_metrics(self) -> dict[str, float]:  # noqa: D102
+        return {}
+
+    def log_model(self) -> None:  # noqa: D102
+        ctx, data = self.ctx, self.data
+        example = data.inputs[data.rows[TRAIN][:32]]
+        serialization = ctx.cfg.model.get("serialization_format", "cloudpickle")
+        ctx.recorder.log_model(
+            ctx.run_id,
+            lambda: log_sklearn_model(
+                self.pipeline, example, data.role, ctx.run_id, ctx.recorder.tracking_uri, serialization
+            ),
         )
-    metrics = {k: v for k, v in logged.items() if k.startswith("test/") or k == scheme.best_metric}
-    if not evaluate_test:
-        # Test lock (tuning trials): validation only, no test metrics or test predictions.
-        return metrics, pd.DataFrame(columns=["split"])
-    predictions = pd.concat(
-        [predictions_frame(scheme, outputs[part], rows[part], manifest, part) for part in (VAL, TEST)],
-        ignore_index=True,
-    )
-    _log_frame(client, run_id, predictions, "predictions.csv")
-    log_reports(client, run_id, scheme, predictions)
-    return metrics, predictions

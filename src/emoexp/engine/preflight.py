@@ -1,0 +1,117 @@
+"""Everything that can fail without training, checked before an MLflow run exists.
+
+:func:`prepare_run` composes nothing itself (Hydra did); it checks the config (missing values,
+cross-group fit, every ``_target_`` bound to its signature, scheme/model compatibility), then
+loads the samples, applies the label scheme and makes the protocol's folds. A config or data
+error therefore surfaces here, creates no run, and reaches the user as one message
+(docs/design.md#run-lifecycle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from emoexp import config as config_checks
+from emoexp.config import ConfigError, instantiate
+from emoexp.data.adapters.base import CorpusError
+from emoexp.data.schema import ManifestError
+from emoexp.data.splits import Fold, SplitError
+from emoexp.engine import binding
+from emoexp.engine.fitters import fitter_for
+from emoexp.engine.resume import config_fingerprint
+from emoexp.engine.samples import prepare_samples
+from emoexp.labels.schemes import LabelSchemeError
+
+# Errors that mean "the config or the data is wrong", not "emoexp has a bug": the command line
+# shows their message alone, without a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    CorpusError,
+    ManifestError,
+    SplitError,
+    LabelSchemeError,
+    FileNotFoundError,
+    NotADirectoryError,
+    OmegaConfBaseException,
+)
+
+
+@dataclass
+class RunPlan:
+    """A checked run, ready to be recorded.
+
+    Attributes:
+        cfg: The composed config.
+        scheme: The label scheme (class weights still unresolved: each fold resolves its own).
+        manifest: The run's samples, labels applied.
+        folds: The protocol's folds (one for holdout protocols).
+        fingerprint: The config fingerprint (what ``resume=true`` matches).
+    """
+
+    cfg: DictConfig
+    scheme: Any
+    manifest: pd.DataFrame
+    folds: list[Fold]
+    fingerprint: str
+
+
+def check_config(cfg: DictConfig) -> Any:
+    """Check the config without touching data; return the instantiated label scheme.
+
+    Raises:
+        ConfigError: Naming the key and the fix.
+    """
+    missing = binding.missing_values(cfg)
+    if missing:
+        raise ConfigError(
+            f"Missing value(s) for {', '.join(missing)}: set them on the command line, e.g. "
+            f"{missing[0]}=... (for a corpus: data.root=/path/to/the/corpus)."
+        )
+    config_checks.validate(cfg)
+    binding.check_targets(cfg)
+    scheme = instantiate(cfg.label_scheme)
+    fitter_for(cfg.model)
+    if cfg.model.get("kind") == "sklearn":
+        from emoexp.engine.fitters.sklearn import estimator_role
+
+        estimator_role(cfg.model, scheme)
+    return scheme
+
+
+def make_folds(cfg: DictConfig, scheme: Any, manifest: pd.DataFrame) -> list[Fold]:
+    """The protocol's folds of ``manifest``; a protocol that cannot split it is a config error."""
+    protocol = instantiate(cfg.protocol)
+    try:
+        folds = list(protocol.folds(manifest, scheme.stratify_labels(manifest), cfg.seed))
+    except ValueError as error:
+        if isinstance(error, USER_ERRORS):
+            raise
+        raise SplitError(
+            f"protocol={cfg.protocol.name} cannot split the {len(manifest)} samples of data={cfg.data.name}"
+            f"{_limit_hint(cfg)}: {error}"
+        ) from error
+    return folds
+
+
+def _limit_hint(cfg: DictConfig) -> str:
+    limit = cfg.data.get("max_samples")
+    return f" (data.max_samples={limit}: raise it or remove it)" if limit else ""
+
+
+def prepare_run(cfg: DictConfig) -> RunPlan:
+    """Check ``cfg`` and prepare its samples and folds; nothing is recorded (see the module docstring).
+
+    Raises:
+        ConfigError: For a config error.
+        ValueError: A data error (:class:`CorpusError`, :class:`ManifestError`, :class:`SplitError`,
+            :class:`LabelSchemeError`), or ``FileNotFoundError`` for a missing corpus path.
+    """
+    scheme = check_config(cfg)
+    manifest = prepare_samples(cfg, scheme)
+    folds = make_folds(cfg, scheme, manifest)
+    return RunPlan(cfg, scheme, manifest, folds, config_fingerprint(cfg))
