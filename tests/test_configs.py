@@ -1,4 +1,9 @@
-"""Every shipped modality x model x label_scheme combination composes and binds, or is rejected."""
+"""Every shipped modality x model x label_scheme combination composes and binds, or is rejected.
+
+The tables are read from the registries, not restated: modalities from :mod:`emoexp.modalities`,
+models and schemes from ``conf/``, which model serves which modality from its config's
+``features`` keys, and which scheme a scikit-learn model serves from ``scheme.estimator_role``.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +14,29 @@ import itertools
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from emoexp.config import ConfigError, group_options, validate
+from emoexp import modalities
+from emoexp.config import CONF_DIR, ConfigError, group_options, instantiate, validate
 
-MODALITIES = ["audio", "text", "visual", "multimodal"]
+MODALITIES = list(modalities.MODALITIES)
 MODELS = group_options("model")
 SCHEMES = group_options("label_scheme")
 
-# Which models each modality supports: the contract the configs must keep.
-SKLEARN_MODELS = {"svm", "decision_tree", "random_forest", "logistic_regression"}
-EXPECTED = {
-    "audio": {"lstm", "cnn", "timm", "wav2vec2", *SKLEARN_MODELS},
-    "text": {"lstm", "transformer", "minilm", *SKLEARN_MODELS},
-    "visual": {"cnn", "timm", *SKLEARN_MODELS},
-    "multimodal": {"early_fusion", "attention_fusion"},
-}
+
+def _model_modalities(model: str) -> set[str]:
+    """The modalities a model config declares: the keys of its ``features`` (or its ``modalities``)."""
+    node = OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml")
+    features = node.get("features")
+    return set(features.keys()) if features is not None else set(node.get("modalities", []))
+
+
+# Which models each modality supports, as the model configs declare it.
+EXPECTED = {m: {model for model in MODELS if m in _model_modalities(model)} for m in MODALITIES}
 # Featurizer kwargs per modality, as MultimodalFeatures.net_kwargs() hands them to a fusion net's encoders.
 MODALITY_KWARGS = {
     "audio": {"input_size": 40},
     "visual": {"in_chans": 1},
     "text": {"vocab_size": 100, "max_length": 48},
 }
-# Label schemes a scikit-learn model serves (classifier or regressor); the others are rejected.
-SKLEARN_SCHEMES = {"ekman6", "ekman7", "iemocap4", "valence_arousal"}
 
 
 def _targets(node: object, path: str = ""):
@@ -60,16 +66,18 @@ def _bind(path: str, node: dict, extra: dict | None = None) -> None:
 
 
 def _bind_sklearn_estimator(cfg: DictConfig, resolved: dict, scheme_name: str) -> None:
-    """A scikit-learn model binds the estimator its scheme selects, or rejects the scheme clearly."""
-    from emoexp.sklearn_runner import estimator_role
-    from emoexp.train import _instantiate
-
-    scheme = _instantiate(cfg.label_scheme)
-    if scheme_name not in SKLEARN_SCHEMES:
-        with pytest.raises(ConfigError, match="supports categorical schemes"):
-            estimator_role(cfg.model, scheme)
+    """A scikit-learn model binds the estimator its scheme selects, or the scheme rejects it clearly."""
+    scheme = instantiate(cfg.label_scheme)
+    try:
+        role = scheme.estimator_role(cfg.model.name)
+    except ConfigError as error:
+        # The message names the model and the scheme, and says what to use instead.
+        assert f"model={cfg.model.name}" in str(error) and scheme_name in str(error)
+        assert "neural model" in str(error)
         return
-    role = estimator_role(cfg.model, scheme)
+    assert resolved["model"]["estimator"].get(role) is not None, (
+        f"model={cfg.model.name} lacks estimator.{role}"
+    )
     _bind(f"model.estimator.{role}", resolved["model"]["estimator"][role])
     for key in ("preprocessing", "search"):
         assert key in resolved["model"], key
@@ -132,6 +140,16 @@ def test_every_combination_composes_and_binds_or_is_rejected(compose, modality, 
     assert cfg.callbacks.early_stopping.monitor == cfg.label_scheme.monitor
     assert cfg.callbacks.model_checkpoint.mode == cfg.label_scheme.mode
     assert cfg.optimized_metric == f"{cfg.label_scheme.monitor}_best"
+
+
+def test_every_modality_has_models_and_its_defaults_fit_it():
+    assert set(group_options("modality")) == set(MODALITIES)
+    for modality in MODALITIES:
+        assert EXPECTED[modality], f"no model supports modality={modality}"
+        defaults = modalities.default_choices(modality, CONF_DIR)
+        assert defaults["model"] in EXPECTED[modality], (modality, defaults)
+        data = OmegaConf.load(CONF_DIR / "data" / f"{defaults['data']}.yaml")
+        assert modality in data.modalities, (modality, defaults)
 
 
 def test_scheme_decides_monitor_everywhere(compose):

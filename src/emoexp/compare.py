@@ -17,6 +17,8 @@ from pathlib import Path
 
 from emoexp import cliargs
 
+PROG = "python -m emoexp.compare"
+
 DESCRIPTION = """Select finished runs from MLflow (experiment, tag filters, or run ids), group them into
 systems (by tags such as model, modality, transfer, ensemble), and write a Markdown + HTML report
 with metric bars and CIs, paired bootstrap / McNemar / Wilcoxon tests (Holm-corrected), Friedman +
@@ -120,9 +122,9 @@ def run(options: CompareOptions) -> dict[str, object]:
 
 def main(argv: Sequence[str]) -> dict[str, object]:
     """Parse ``key=value`` arguments, compare, print a summary."""
-    from emoexp.comparison import report
+    options = cliargs.parse(CompareOptions, argv, PROG, DESCRIPTION)
+    from emoexp.comparison import report  # deferred: --help and argument errors stay fast (no torch)
 
-    options = cliargs.parse(CompareOptions, argv, "python -m emoexp.compare", DESCRIPTION)
     result = run(options)
     for line in report.summary_lines(result["comparison"]):
         print(line)
@@ -133,4 +135,4 @@ def main(argv: Sequence[str]) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    sys.exit(cliargs.run_cli(main))
+    sys.exit(cliargs.run_cli(main, prog=PROG))

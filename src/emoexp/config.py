@@ -12,10 +12,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from emoexp.modalities import MODALITIES
+
 # The Hydra config groups ship inside the package (package data). In a checkout src/emoexp/conf
 # links to the repository's conf/, which resolve() turns back into that path for messages.
 CONF_DIR = (Path(__file__).resolve().parent / "conf").resolve()
-MODALITIES = ("text", "audio", "visual", "multimodal")
 
 
 class ConfigError(ValueError):
@@ -25,8 +26,16 @@ class ConfigError(ValueError):
 def instantiate(node: Any, **kwargs: Any) -> Any:
     """Instantiate a config node (``_target_``) with plain Python containers for its arguments."""
     import hydra  # hydra.utils pulls in more than config printing needs
+    from hydra.errors import InstantiationException
 
-    return hydra.utils.instantiate(node, **kwargs, _convert_="all")
+    try:
+        return hydra.utils.instantiate(node, **kwargs, _convert_="all")
+    except InstantiationException as error:
+        # Hydra wraps what the target raised; the original (a CorpusError naming data.root, a
+        # ValueError of a model) is the message the user needs, and the type callers catch.
+        if error.__cause__ is None:
+            raise
+        raise error.__cause__.with_traceback(error.__cause__.__traceback__) from None
 
 
 def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:

@@ -14,7 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from emoexp import cliargs
-from emoexp.ensembles.combine import METHODS
+
+PROG = "python -m emoexp.ensemble"
+
+# The names of emoexp.ensembles.combine.METHODS, spelled here so that --help does not import torch
+# (tests/cli/test_cli_convention.py keeps the two in step).
+METHODS = ("soft", "weighted", "majority", "stacking")
 
 DESCRIPTION = """Build an ensemble from run ids or from the top k runs by a validation metric under tag
 filters: soft voting, weighted voting (weights from validation scores), majority vote, or stacking (a
@@ -114,7 +119,7 @@ def run(options: EnsembleOptions) -> dict[str, object]:
 
 def main(argv: Sequence[str]) -> dict[str, object]:
     """Parse ``key=value`` arguments, build the ensemble, print members and metrics."""
-    options = cliargs.parse(EnsembleOptions, argv, "python -m emoexp.ensemble", DESCRIPTION)
+    options = cliargs.parse(EnsembleOptions, argv, PROG, DESCRIPTION)
     result = run(options)
     ensemble = result["ensemble"]
     for member in ensemble.members:
@@ -137,4 +142,4 @@ def main(argv: Sequence[str]) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    sys.exit(cliargs.run_cli(main))
+    sys.exit(cliargs.run_cli(main, prog=PROG))

@@ -15,11 +15,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from emoexp import cliargs
+
+if TYPE_CHECKING:  # pandas is imported where it is used: --help stays fast
+    import pandas as pd
+
+PROG = "python -m emoexp.predict"
 
 DESCRIPTION = """Predict the emotion (class probabilities) and/or valence/arousal of a text, an audio
 file, an image, a folder of them, or a CSV, with the model logged by an MLflow run, using that run's own
@@ -148,6 +151,8 @@ def predict(options: PredictOptions) -> dict[str, Any]:
     output.parent.mkdir(parents=True, exist_ok=True)
     predictions.to_csv(output, index=False)
     if failures:
+        import pandas as pd
+
         pd.DataFrame([f.__dict__ for f in failures]).to_csv(
             output.with_name(output.stem + "_failures.csv"), index=False
         )
@@ -166,13 +171,15 @@ def _show(predictions: pd.DataFrame, limit: int = 50) -> str:
             axis=1,
         )
         table["top probabilities"] = top
+    import pandas as pd
+
     with pd.option_context("display.max_colwidth", 60, "display.width", 160):
         return table.head(limit).to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
 def main(argv: Sequence[str]) -> dict[str, Any]:
     """Parse ``key=value`` arguments, predict, print the table and any failures."""
-    options = cliargs.parse(PredictOptions, argv, "python -m emoexp.predict", DESCRIPTION)
+    options = cliargs.parse(PredictOptions, argv, PROG, DESCRIPTION)
     result = predict(options)
     print(_show(result["predictions"]))
     if len(result["predictions"]) > 50:
@@ -186,4 +193,4 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(cliargs.run_cli(main))
+    sys.exit(cliargs.run_cli(main, prog=PROG))

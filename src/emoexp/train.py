@@ -42,15 +42,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
         TrainingInterrupted: On SIGTERM (``KeyboardInterrupt`` on SIGINT), after marking the run.
     """
     from emoexp.engine.run import train_run  # torch, lightning, mlflow: not for --help / --cfg job
+    from emoexp.terminal import configure_terminal
 
+    configure_terminal()
     return train_run(cfg, on_end=_print_summary)
 
 
 def _print_summary(outcome: Any, recorder: Any) -> None:
-    """The closing summary of a finished run on the terminal."""
+    """The closing summary of an ended run on the terminal (never hides the run's own error)."""
     from emoexp.engine.summary import summary_text
 
-    log.info("%s", summary_text(outcome, recorder))
+    try:
+        text = summary_text(outcome, recorder)
+    except Exception as error:
+        log.warning("No closing summary for run %s: %s", outcome.run_id, error)
+        return
+    (log.info if outcome.status == "FINISHED" else log.error)("%s", text)
 
 
 def get_metric_value(metrics: dict[str, float], name: str) -> float:

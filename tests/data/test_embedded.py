@@ -1,4 +1,7 @@
-"""The embedded corpus: deterministic, valid, cached, and honest (DESIGN invariant 6)."""
+"""The embedded corpus: deterministic, valid, cached, and honest.
+
+See docs/design.md#6-embedded-data-is-learnable-and-honest.
+"""
 
 from __future__ import annotations
 

@@ -165,65 +165,7 @@ def pairwise_tests(
     Returns:
         One row per pair (A listed first), columns described in the report.
     """
-    rows = []
-    for a, b in itertools.combinations(systems, 2):
-        joined, units, how = _paired_frames(a, b)
-        row: dict[str, Any] = {
-            "A": a.name,
-            "B": b.name,
-            "units": len(units),
-            "pairing": how,
-            "samples": len(joined),
-        }
-        values_a, values_b = a.values(metric, scorer), b.values(metric, scorer)
-        shared = [u for u in units if u in values_a and u in values_b]
-        row["delta"] = (
-            float(np.mean([values_a[u] - values_b[u] for u in shared]))
-            if shared
-            else (float(np.mean(list(values_a.values())) - np.mean(list(values_b.values()))))
-        )
-        if len(joined):
-            if scorer.categorical and not (joined["target"] == joined["target_b"]).all():
-                raise RunSelectionError(
-                    f"{a.name} and {b.name} disagree on the true label of shared samples: they were not "
-                    "evaluated on the same data (check the data and label_scheme tags)."
-                )
-            true, pred_a = scorer.arrays(joined)
-            _, pred_b = scorer.arrays(_b_side(joined))
-            boot = significance.paired_bootstrap(
-                scorer.metric(),
-                true,
-                pred_a,
-                pred_b,
-                n_resamples=n_resamples,
-                seed=seed,
-                clusters=joined["id"],
-            )
-            row.update(
-                sample_delta=boot.difference,
-                ci_low=boot.ci_low,
-                ci_high=boot.ci_high,
-                p_bootstrap=boot.p_value,
-            )
-            if scorer.categorical:
-                results = []
-                for unit in units:
-                    part = joined[joined["unit"] == unit]
-                    results.append(
-                        significance.mcnemar_test(
-                            part["target"] == part["prediction"], part["target"] == part["prediction_b"]
-                        )
-                    )
-                row.update(
-                    only_a_correct=sum(r.only_a for r in results),
-                    only_b_correct=sum(r.only_b for r in results),
-                    p_mcnemar=max(r.p_value for r in results),
-                )
-        wilcoxon = significance.wilcoxon_signed_rank(
-            [values_a[u] for u in shared], [values_b[u] for u in shared]
-        )
-        row["p_wilcoxon"] = wilcoxon.p_value
-        rows.append(row)
+    rows = [_pair_row(a, b, metric, scorer, n_resamples, seed) for a, b in itertools.combinations(systems, 2)]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -235,6 +177,75 @@ def pairwise_tests(
     tested = [c for c in (f"p_bootstrap_{correction}", f"p_mcnemar_{correction}") if c in frame]
     frame["significant"] = (frame[tested] < alpha).any(axis=1) if tested else False
     return frame
+
+
+def _pair_row(
+    a: System, b: System, metric: str, scorer: Scorer, n_resamples: int, seed: int
+) -> dict[str, Any]:
+    """One row of :func:`pairwise_tests`: the difference of A and B and its uncorrected tests."""
+    joined, units, how = _paired_frames(a, b)
+    row: dict[str, Any] = {
+        "A": a.name,
+        "B": b.name,
+        "units": len(units),
+        "pairing": how,
+        "samples": len(joined),
+    }
+    values_a, values_b = a.values(metric, scorer), b.values(metric, scorer)
+    shared = [u for u in units if u in values_a and u in values_b]
+    row["delta"] = (
+        float(np.mean([values_a[u] - values_b[u] for u in shared]))
+        if shared
+        else (float(np.mean(list(values_a.values())) - np.mean(list(values_b.values()))))
+    )
+    if len(joined):
+        if scorer.categorical and not (joined["target"] == joined["target_b"]).all():
+            raise RunSelectionError(
+                f"{a.name} and {b.name} disagree on the true label of shared samples: they were not "
+                "evaluated on the same data (check the data and label_scheme tags)."
+            )
+        row.update(_sample_tests(joined, units, scorer, n_resamples, seed))
+    wilcoxon = significance.wilcoxon_signed_rank([values_a[u] for u in shared], [values_b[u] for u in shared])
+    row["p_wilcoxon"] = wilcoxon.p_value
+    return row
+
+
+def _sample_tests(
+    joined: pd.DataFrame, units: list[str], scorer: Scorer, n_resamples: int, seed: int
+) -> dict[str, Any]:
+    """Paired bootstrap over the shared samples and, for categories, McNemar per matched unit."""
+    true, pred_a = scorer.arrays(joined)
+    _, pred_b = scorer.arrays(_b_side(joined))
+    boot = significance.paired_bootstrap(
+        scorer.metric(),
+        true,
+        pred_a,
+        pred_b,
+        n_resamples=n_resamples,
+        seed=seed,
+        clusters=joined["id"],
+    )
+    tests: dict[str, Any] = {
+        "sample_delta": boot.difference,
+        "ci_low": boot.ci_low,
+        "ci_high": boot.ci_high,
+        "p_bootstrap": boot.p_value,
+    }
+    if scorer.categorical:
+        results = []
+        for unit in units:
+            part = joined[joined["unit"] == unit]
+            results.append(
+                significance.mcnemar_test(
+                    part["target"] == part["prediction"], part["target"] == part["prediction_b"]
+                )
+            )
+        tests.update(
+            only_a_correct=sum(r.only_a for r in results),
+            only_b_correct=sum(r.only_b for r in results),
+            p_mcnemar=max(r.p_value for r in results),
+        )
+    return tests
 
 
 def rank_test(

@@ -141,11 +141,32 @@ def to_html(report: Report) -> str:
 
 def build_report(comparison: Comparison, title: str, selection: dict[str, Any]) -> Report:
     """Lay out the comparison: selection, leaderboard, tests, ranks, per-class, per-group, calibration."""
-    c = comparison
     report = Report(title)
-    metric = c.metric
-    systems = c.systems
-    classes = list(c.scorer.classes)
+    _add_overview(report, comparison, selection)
+    _add_pairwise(report, comparison)
+    if comparison.ranks is not None:
+        _add_ranks(report, comparison)
+    group_metric = _add_per_class(report, comparison)
+    _add_per_group(report, comparison, group_metric)
+    classes = list(comparison.scorer.classes)
+    if comparison.scorer.categorical and all(
+        f"prob_{k}" in comparison.systems[0].predictions().columns for k in classes
+    ):
+        report.heading("Calibration")
+        figure, eces = plots.reliability_curves(comparison.systems, classes)
+        report.text("Expected calibration error (ECE, 10 bins, top label) of the pooled test predictions.")
+        report.table(eces.rename_axis("system").reset_index(), "ece")
+        report.figure(figure, "reliability")
+    if comparison.notes:
+        report.heading("Notes")
+        for note in comparison.notes:
+            report.text(f"- {note}")
+    return report
+
+
+def _add_overview(report: Report, c: Comparison, selection: dict[str, Any]) -> None:
+    """The introduction, the table of selected runs and the leaderboard with its bar chart."""
+    metric, systems = c.metric, c.systems
     report.text(
         f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {sum(len(s.runs) for s in systems)} runs "
         f"in {len(systems)} systems. Selection: "
@@ -182,105 +203,104 @@ def build_report(comparison: Comparison, title: str, selection: dict[str, Any]) 
     extra = [m for m in board.columns if "/" in m]
     report.figure(plots.metric_bars(board, metric, extra), "metric_bars")
 
+
+def _add_pairwise(report: Report, c: Comparison) -> None:
+    """The pairwise significance tests, p-values under ``alpha`` in bold."""
     report.heading("Is the difference real?")
     if c.pairwise.empty:
         report.text("Only one system was selected: nothing to test.")
-    else:
-        report.text(
-            f"Pairs of systems (A is ranked above B). `delta`: mean over matched units of A - B in "
-            f"`{metric}`. `sample_delta`, `ci_low`/`ci_high`, `p_bootstrap`: paired bootstrap over the "
-            "shared "
-            "test samples (matched units pooled, resampling sample ids). `p_mcnemar`: McNemar's test on the "
-            "samples only one "
-            "system classifies correctly (largest p over matched units). `p_wilcoxon`: Wilcoxon signed-rank "
-            f"over matched units (seeds/folds; needs at least 6 for p < 0.05). `_{c.correction}` columns are "
-            f"corrected for the number of pairs ({c.correction}); **bold** marks p < {c.alpha}."
-        )
-        pvalue_columns = [col for col in c.pairwise.columns if col.startswith("p_")]
-        bold = pd.DataFrame(False, index=c.pairwise.index, columns=c.pairwise.columns)
-        for column in pvalue_columns:
-            bold[column] = c.pairwise[column] < c.alpha
-        report.table(c.pairwise, "pairwise", bold)
+        return
+    report.text(
+        f"Pairs of systems (A is ranked above B). `delta`: mean over matched units of A - B in "
+        f"`{c.metric}`. `sample_delta`, `ci_low`/`ci_high`, `p_bootstrap`: paired bootstrap over the "
+        "shared "
+        "test samples (matched units pooled, resampling sample ids). `p_mcnemar`: McNemar's test on the "
+        "samples only one "
+        "system classifies correctly (largest p over matched units). `p_wilcoxon`: Wilcoxon signed-rank "
+        f"over matched units (seeds/folds; needs at least 6 for p < 0.05). `_{c.correction}` columns are "
+        f"corrected for the number of pairs ({c.correction}); **bold** marks p < {c.alpha}."
+    )
+    pvalue_columns = [col for col in c.pairwise.columns if col.startswith("p_")]
+    bold = pd.DataFrame(False, index=c.pairwise.index, columns=c.pairwise.columns)
+    for column in pvalue_columns:
+        bold[column] = c.pairwise[column] < c.alpha
+    report.table(c.pairwise, "pairwise", bold)
 
-    if c.ranks is not None:
-        r = c.ranks
-        report.heading("Several systems: Friedman test and Nemenyi post-hoc")
-        report.text(
-            f"Friedman chi2 = {r['friedman'].statistic:.3f}, p = {_cell(r['friedman'].p_value)} over "
-            f"{r['blocks']} blocks ({r['block_kind']}). Nemenyi critical difference of mean ranks at "
-            f"alpha = {c.alpha}: {r['critical_difference']:.3f} (Demšar 2006); systems whose mean ranks "
-            "differ "
-            "by more are significantly different."
-        )
-        report.table(r["mean_ranks"].rename("mean_rank").rename_axis("system").reset_index(), "mean_ranks")
-        nemenyi = r["nemenyi"].rename_axis("system").reset_index()
-        nemenyi_bold = pd.DataFrame(False, index=nemenyi.index, columns=nemenyi.columns)
-        for column in r["nemenyi"].columns:
-            nemenyi_bold[column] = nemenyi[column] < c.alpha
-        report.table(nemenyi, "nemenyi", nemenyi_bold)
-        report.figure(
-            plots.critical_difference(r["mean_ranks"], r["critical_difference"]), "critical_difference"
-        )
 
-    group_metric = bare_name(metric)
+def _add_ranks(report: Report, c: Comparison) -> None:
+    """The Friedman test over blocks and the Nemenyi post-hoc table and diagram."""
+    r = c.ranks
+    report.heading("Several systems: Friedman test and Nemenyi post-hoc")
+    report.text(
+        f"Friedman chi2 = {r['friedman'].statistic:.3f}, p = {_cell(r['friedman'].p_value)} over "
+        f"{r['blocks']} blocks ({r['block_kind']}). Nemenyi critical difference of mean ranks at "
+        f"alpha = {c.alpha}: {r['critical_difference']:.3f} (Demšar 2006); systems whose mean ranks "
+        "differ "
+        "by more are significantly different."
+    )
+    report.table(r["mean_ranks"].rename("mean_rank").rename_axis("system").reset_index(), "mean_ranks")
+    nemenyi = r["nemenyi"].rename_axis("system").reset_index()
+    nemenyi_bold = pd.DataFrame(False, index=nemenyi.index, columns=nemenyi.columns)
+    for column in r["nemenyi"].columns:
+        nemenyi_bold[column] = nemenyi[column] < c.alpha
+    report.table(nemenyi, "nemenyi", nemenyi_bold)
+    report.figure(plots.critical_difference(r["mean_ranks"], r["critical_difference"]), "critical_difference")
+
+
+def _add_per_class(report: Report, c: Comparison) -> str:
+    """Confusion matrices and per-class F1 (categorical schemes); returns the per-group metric."""
+    group_metric = bare_name(c.metric)
     if c.scorer.categorical:
+        classes = list(c.scorer.classes)
         report.heading("Confusion matrices (test, pooled over units)")
-        report.figure(plots.confusion_matrices(systems, classes), "confusion_matrices")
+        report.figure(plots.confusion_matrices(c.systems, classes), "confusion_matrices")
         report.heading("Per-class F1")
-        figure, table = plots.per_class_f1(systems, classes)
+        figure, table = plots.per_class_f1(c.systems, classes)
         report.figure(figure, "per_class_f1")
         report.table(table.reset_index(), "per_class_f1")
         if group_metric not in ("accuracy", "uar", "f1_macro"):
             group_metric = "uar"
     elif group_metric not in ("ccc", "mae") and not group_metric.endswith(("_ccc", "_mae")):
         group_metric = "ccc"
+    return group_metric
 
+
+def _add_per_group(report: Report, c: Comparison, group_metric: str) -> None:
+    """``group_metric`` per group attribute and speaker, with the best-worst gap per attribute."""
     report.heading("Per-group metrics (bias)")
-    figure, groups, gaps = plots.per_group(systems, classes or None, group_metric)
+    figure, groups, gaps = plots.per_group(c.systems, list(c.scorer.classes) or None, group_metric)
     if figure is None:
         report.text("The predictions have no group attributes (group_* columns) or speakers.")
-    else:
-        report.text(
-            f"`{group_metric}` per value of each group attribute (gender, corpus, ...) and per "
-            "speaker/subject; "
-            "the gap table gives, per system and attribute, the best and worst group. **Bold**: the largest "
-            "gap of each attribute."
-        )
-        report.figure(figure, "per_group")
-        if not gaps.empty:
-            gaps = gaps[
-                [
-                    "group_column",
-                    "system",
-                    "gap",
-                    "best_group",
-                    "best_value",
-                    "worst_group",
-                    "worst_value",
-                    "n_groups",
-                ]
-            ].reset_index(drop=True)
-            bold = pd.DataFrame(False, index=gaps.index, columns=gaps.columns)
-            for _, rows in gaps.groupby("group_column"):
-                bold.loc[rows["gap"].idxmax(), "gap"] = True
-            report.table(gaps, "per_group_gaps", bold)
-        wide = groups[groups["group_column"] != "speaker"]
-        if not wide.empty:
-            wide = wide.pivot_table(index=["group_column", "group"], columns="system", values=group_metric)
-            report.table(wide.reset_index(), "per_group")
-        report.tables["per_group_long"] = groups
-
-    if c.scorer.categorical and all(f"prob_{k}" in systems[0].predictions().columns for k in classes):
-        report.heading("Calibration")
-        figure, eces = plots.reliability_curves(systems, classes)
-        report.text("Expected calibration error (ECE, 10 bins, top label) of the pooled test predictions.")
-        report.table(eces.rename_axis("system").reset_index(), "ece")
-        report.figure(figure, "reliability")
-    if c.notes:
-        report.heading("Notes")
-        for note in c.notes:
-            report.text(f"- {note}")
-    return report
+        return
+    report.text(
+        f"`{group_metric}` per value of each group attribute (gender, corpus, ...) and per "
+        "speaker/subject; "
+        "the gap table gives, per system and attribute, the best and worst group. **Bold**: the largest "
+        "gap of each attribute."
+    )
+    report.figure(figure, "per_group")
+    if not gaps.empty:
+        gaps = gaps[
+            [
+                "group_column",
+                "system",
+                "gap",
+                "best_group",
+                "best_value",
+                "worst_group",
+                "worst_value",
+                "n_groups",
+            ]
+        ].reset_index(drop=True)
+        bold = pd.DataFrame(False, index=gaps.index, columns=gaps.columns)
+        for _, rows in gaps.groupby("group_column"):
+            bold.loc[rows["gap"].idxmax(), "gap"] = True
+        report.table(gaps, "per_group_gaps", bold)
+    wide = groups[groups["group_column"] != "speaker"]
+    if not wide.empty:
+        wide = wide.pivot_table(index=["group_column", "group"], columns="system", values=group_metric)
+        report.table(wide.reset_index(), "per_group")
+    report.tables["per_group_long"] = groups
 
 
 def write_report(report: Report, folder: str | Path) -> dict[str, Path]:

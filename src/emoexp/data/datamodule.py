@@ -80,7 +80,7 @@ class EmotionDataModule(pl.LightningDataModule):
         use_cache: Read/write the feature cache.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (the fold's data plus the config's loader options, by keyword)
         self,
         manifest: pd.DataFrame,
         fold: Fold,

@@ -1,4 +1,6 @@
-"""The one sample schema shared by every corpus and modality (DESIGN invariant 2).
+"""The one sample schema shared by every corpus and modality.
+
+See docs/design.md#2-one-sample-schema-one-modality-registry.
 
 A corpus is a *manifest*: a :class:`pandas.DataFrame` with one row per sample and the
 columns below. Inputs are file paths (audio, image) or the text itself; group attributes
@@ -13,11 +15,15 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from emoexp import modalities
+from emoexp.config import ConfigError
+
 ID = "id"
 CORPUS = "corpus"
-TEXT = "text"
-AUDIO = "audio"
-IMAGE = "image"
+# The input columns are the modality registry's (emoexp.modalities), named here for manifests.
+TEXT = modalities.INPUT_COLUMNS[modalities.TEXT]
+AUDIO = modalities.INPUT_COLUMNS[modalities.AUDIO]
+IMAGE = modalities.INPUT_COLUMNS[modalities.VISUAL]
 EMOTION = "emotion"
 VALENCE = "valence"
 AROUSAL = "arousal"
@@ -28,7 +34,7 @@ LABELS = "labels"
 GROUP_PREFIX = "group_"
 
 REQUIRED_COLUMNS: tuple[str, ...] = (ID, CORPUS, SPEAKER)
-INPUT_COLUMNS: dict[str, str] = {"text": TEXT, "audio": AUDIO, "visual": IMAGE}
+INPUT_COLUMNS: dict[str, str] = modalities.INPUT_COLUMNS
 OPTIONAL_COLUMNS: tuple[str, ...] = (
     TEXT,
     AUDIO,
@@ -40,7 +46,7 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
     OFFICIAL_SPLIT,
     LABELS,
 )
-MODALITIES: tuple[str, ...] = ("text", "audio", "visual", "multimodal")
+MODALITIES: tuple[str, ...] = modalities.MODALITIES
 
 
 class ManifestError(ValueError):
@@ -54,11 +60,24 @@ def group_columns(manifest: pd.DataFrame) -> list[str]:
 
 def available_modalities(manifest: pd.DataFrame) -> list[str]:
     """Return the single modalities whose input column is filled for every sample."""
-    return [
-        modality
-        for modality, column in INPUT_COLUMNS.items()
-        if column in manifest.columns and manifest[column].notna().all()
-    ]
+    return modalities.present_modalities(manifest)
+
+
+def samples_with_input(manifest: pd.DataFrame, modality: str, source: str = "the corpus") -> pd.DataFrame:
+    """The samples a model of ``modality`` can use (:func:`emoexp.modalities.usable_rows`), re-indexed.
+
+    Args:
+        manifest: A validated manifest.
+        modality: The run's modality.
+        source: The corpus name, for the message.
+
+    Raises:
+        ConfigError: If no sample has the modality's input.
+    """
+    usable = manifest.loc[modalities.usable_rows(manifest, modality)].reset_index(drop=True)
+    if usable.empty:
+        raise ConfigError(f"data={source} has no sample with a {modality} input.")
+    return usable
 
 
 def validate_manifest(manifest: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -89,7 +108,7 @@ def validate_manifest(manifest: pd.DataFrame, source: str) -> pd.DataFrame:
     duplicated = manifest[ID][manifest[ID].duplicated()].unique()
     if len(duplicated):
         raise ManifestError(f"{source}: duplicated sample ids, e.g. {list(duplicated[:5])}.")
-    no_input = manifest[[TEXT, AUDIO, IMAGE]].isna().all(axis=1)
+    no_input = manifest[list(INPUT_COLUMNS.values())].isna().all(axis=1)
     if no_input.any():
         raise ManifestError(
             f"{source}: {int(no_input.sum())} sample(s) have no text, audio or image input, "

@@ -2,7 +2,7 @@
 
 A protocol yields one or more :class:`Fold`; each fold assigns every sample to
 ``train``, ``val`` or ``test``. Validation data always comes from the training side, so
-early stopping and model selection never see the test samples (DESIGN invariant 3).
+early stopping and model selection never see the test samples (docs/design.md#3-the-test-split-is-locked).
 Speaker-independent protocols assert that no speaker is in two parts.
 """
 

@@ -89,8 +89,6 @@ def make_folds(cfg: DictConfig, scheme: Any, manifest: pd.DataFrame) -> list[Fol
     try:
         folds = list(protocol.folds(manifest, scheme.stratify_labels(manifest), cfg.seed))
     except ValueError as error:
-        if isinstance(error, USER_ERRORS):
-            raise
         raise SplitError(
             f"protocol={cfg.protocol.name} cannot split the {len(manifest)} samples of data={cfg.data.name}"
             f"{_limit_hint(cfg)}: {error}"

@@ -29,7 +29,7 @@ from emoexp.engine.fitters.base import FoldContext
 from emoexp.engine.preflight import RunPlan, prepare_run
 from emoexp.engine.recorder import INTERRUPTED_TAG, RUN_STATE_TAGS, Recorder, TrackingStoreError
 from emoexp.evaluation.statistics import mean_std_ci
-from emoexp.interruption import stop_on_signals
+from emoexp.interruption import TrainingInterrupted, stop_on_signals
 from emoexp.tracking import record, store
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class RunOutcome:
     status: str
     metrics: dict[str, float]
     main_metrics: list[str]
+    error: str = ""
 
 
 @stop_on_signals()
@@ -55,7 +56,7 @@ def train_run(
 
     Args:
         cfg: A config composed from ``conf/train.yaml``.
-        on_end: Called with the outcome after the run FINISHED (the terminal summary).
+        on_end: Called with the outcome once the run ended, whatever its status (the terminal summary).
 
     Raises:
         ConfigError: For a config or data error (before any run exists) or a refused resume.
@@ -76,18 +77,31 @@ def train_run(
     output_dir = Path(plan.cfg.paths.output_dir)
     recorder.spool_dir = output_dir
     run_id = _open(recorder, plan, experiment_id, resumed)
+    outcome = RunOutcome(
+        run_id, experiment_id, recorder.tracking_uri, "FINISHED", {}, main_metrics(plan.scheme)
+    )
     try:
-        metrics = fit_run(plan, recorder, run_id, experiment_id, resumed is not None)
+        outcome.metrics = fit_run(plan, recorder, run_id, experiment_id, resumed is not None)
     except BaseException as error:
         recorder.stop(run_id, error, fallback_dir=output_dir)
+        outcome.status = "KILLED" if isinstance(error, TrainingInterrupted | KeyboardInterrupt) else "FAILED"
+        outcome.error = f"{type(error).__name__}: {error}"
+        if on_end is not None and recorder.writes:
+            on_end(outcome, recorder)
         raise
     if resumed is not None:
         recorder.set_tags(run_id, {INTERRUPTED_TAG: "false"})
     recorder.end(run_id, "FINISHED")
     if on_end is not None and recorder.writes:
-        main = [f"test/{m}" for m in plan.scheme.metric_names if m != "loss"][:4]
-        on_end(RunOutcome(run_id, experiment_id, recorder.tracking_uri, "FINISHED", metrics, main), recorder)
-    return metrics
+        on_end(outcome, recorder)
+    return outcome.metrics
+
+
+def main_metrics(scheme: Any) -> list[str]:
+    """The test figures a summary shows first: the monitored metric, then the scheme's other main ones."""
+    monitored = scheme.monitor.partition("/")[2]
+    others = [m for m in scheme.metric_names if m not in ("loss", monitored)]
+    return [f"test/{m}" for m in [monitored, *others][:4]]
 
 
 def connect(cfg: DictConfig) -> Recorder:

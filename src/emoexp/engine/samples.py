@@ -23,9 +23,7 @@ def prepare_samples(cfg: DictConfig, scheme: Any) -> pd.DataFrame:
     Raises:
         emoexp.config.ConfigError: If the corpus has no sample with the run's modality.
     """
-    from emoexp import modalities
-
-    manifest = modalities.samples_with_input(load_corpus(cfg), cfg.modality, cfg.data.name)
+    manifest = schema.samples_with_input(load_corpus(cfg), cfg.modality, cfg.data.name)
     if cfg.get("aggregation") is not None:
         # Recompute `emotion` from the annotator labels (aggregation=majority|dawid_skene).
         manifest = instantiate(cfg.aggregation)(manifest)

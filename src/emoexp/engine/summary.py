@@ -14,9 +14,14 @@ def artifact_paths(client: Any, run_id: str, path: str = "") -> list[str]:
 
 
 def summary_text(outcome: Any, recorder: Any) -> str:
-    """The terminal block for a finished run (see :func:`emoexp.terminal.closing_summary`)."""
-    from emoexp.terminal import closing_summary
+    """The terminal block for an ended run (see :func:`emoexp.terminal.closing_summary`)."""
+    from emoexp.terminal import closing_summary, stopped_line
 
+    artifacts = sorted(artifact_paths(recorder.client, outcome.run_id))
+    if outcome.status != "FINISHED":
+        return stopped_line(
+            run_id=outcome.run_id, status=outcome.status, error=outcome.error, artifacts=artifacts
+        )
     return closing_summary(
         run_id=outcome.run_id,
         status=outcome.status,
@@ -24,5 +29,5 @@ def summary_text(outcome: Any, recorder: Any) -> str:
         experiment_id=outcome.experiment_id,
         metrics=outcome.metrics,
         main_metrics=[m for m in outcome.main_metrics if m in outcome.metrics],
-        artifacts=sorted(artifact_paths(recorder.client, outcome.run_id)),
+        artifacts=artifacts,
     )

@@ -4,8 +4,8 @@ Every combiner works on member outputs aligned row by row (see
 :func:`emoexp.ensembles.members.align`), one *block* at a time (the holdout split, or one
 fold of a cross-validation): anything learnt (voting weights, the stacking meta-learner) is
 learnt from the block's validation rows only, and only applied to its test rows
-(DESIGN invariant 3). :class:`ValidationOnlyFit` enforces this at the single place where a
-meta-learner is fitted.
+(docs/design.md#3-the-test-split-is-locked). :class:`ValidationOnlyFit` enforces this at the single
+place where a meta-learner is fitted.
 """
 
 from __future__ import annotations

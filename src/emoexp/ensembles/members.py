@@ -57,15 +57,11 @@ def build_scheme(members: Sequence[Member]) -> Any:
     Raises:
         EnsembleError: If members were trained with different label schemes (classes or dimensions).
     """
-    from hydra.utils import instantiate
+    from emoexp.config import instantiate
 
     def essence(config: dict[str, Any]) -> tuple:
-        scheme = instantiate(config, _convert_="all")
-        return (
-            scheme.name,
-            tuple(getattr(scheme, "classes", ()) or ()),
-            tuple(getattr(scheme, "dims", ()) or ()),
-        )
+        scheme = instantiate(config)
+        return (scheme.name, scheme.class_names, scheme.dimension_names)
 
     reference = essence(members[0].scheme_config)
     for member in members[1:]:
@@ -76,8 +72,10 @@ def build_scheme(members: Sequence[Member]) -> Any:
                 f"{member.run.run_id} has {other}; ensemble runs of one label_scheme "
                 "(filter='label_scheme=...')."
             )
-    scheme = instantiate(members[0].scheme_config, _convert_="all")
-    if getattr(scheme, "kind", "") not in ("categorical", "dimensional", "both"):
+    scheme = instantiate(members[0].scheme_config)
+    # Ensembles combine single-label class probabilities and/or dimensions; a scheme with
+    # neither (multi-label) has nothing they can average.
+    if not scheme.class_names and not scheme.dimension_names:
         raise EnsembleError(
             f"ensembles support categorical, dimensional and 'both' schemes, not {scheme.name!r}."
         )

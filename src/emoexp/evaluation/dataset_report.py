@@ -113,12 +113,11 @@ def dataset_reports(manifest: pd.DataFrame, fold: Fold, scheme: Any = None) -> d
     Args:
         manifest: The prepared samples of a run.
         fold: Their train/val/test assignment.
-        scheme: The label scheme (for the class order and resolved loss weights), or ``None``.
+        scheme: The label scheme (its ``class_names`` order and resolved ``class_loss_weights``),
+            or ``None``.
     """
-    categorical = getattr(scheme, "categorical", scheme)
-    classes = list(getattr(scheme, "classes", ()) or []) or None
-    weights = getattr(categorical, "class_weights", None)
-    weights = weights if weights is not None and not isinstance(weights, str) else None
+    classes = (list(scheme.class_names) or None) if scheme is not None else None
+    weights = scheme.class_loss_weights if scheme is not None else None
     return {
         "dataset_report.csv": dataset_report(manifest, fold, classes, weights),
         "class_by_split.csv": class_by_split(manifest, fold, classes),

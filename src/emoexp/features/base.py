@@ -16,7 +16,7 @@ class Featurizer:
     1. :meth:`extract`: data-independent work (decoding, spectrograms, resizing). For
        ``cacheable`` featurizers its output is cached on disk by content hash.
     2. :meth:`fit`: learn data-dependent state (vocabulary, normalisation statistics)
-       from the *training split only* (the test split is locked, DESIGN invariant 3).
+       from the *training split only* (the test split is locked, docs/design.md#3-the-test-split-is-locked).
        Featurizers with ``fit_before_extract`` (tokenisers) are fitted before extraction.
     3. :meth:`finalize`: apply that state (standardise, reshape).
 

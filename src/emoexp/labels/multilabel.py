@@ -1,6 +1,7 @@
 """Multi-label emotion classification: any number of labels per sample (e.g. GoEmotions).
 
-The scheme decides together (DESIGN invariant 1): a sigmoid head with one output per label,
+The scheme decides together (docs/design.md#1-the-label-scheme-decides-together):
+a sigmoid head with one output per label,
 binary cross-entropy on the logits, the multi-label metrics of
 :func:`emoexp.evaluation.metrics.multilabel_metrics` (monitor ``val/f1_macro``), and the
 decision rule. Training and validation use one fixed ``threshold``; after training, one
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from emoexp.data import schema
+from emoexp.labels.reporting import SchemeReport
 from emoexp.labels.schemes import LabelScheme, LabelSchemeError, Unmapped
 
 if TYPE_CHECKING:
@@ -221,10 +223,14 @@ class MultiLabelScheme(LabelScheme):
     def decode(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:  # noqa: D102
         return {"probs": outputs.float().sigmoid().cpu().numpy()}
 
+    @property
+    def tunes_on_validation(self) -> bool:  # noqa: D102
+        return self.tune_thresholds
+
     def tune_on_validation(self, outputs: torch.Tensor, samples: pd.DataFrame) -> dict[str, float]:
         """Tune per-label thresholds on validation outputs; return what to log.
 
-        Called by the runner after training and before the test evaluation.
+        Called after training and before the test evaluation.
 
         Args:
             outputs: Head outputs (logits) of the validation samples.
@@ -262,6 +268,37 @@ class MultiLabelScheme(LabelScheme):
         for i, name in enumerate(labels):
             frame[f"prob_{name}"] = probs[:, i]
         return frame
+
+    def state(self) -> dict[str, Any]:
+        """Name, labels (possibly inferred from the corpus) and the decision threshold of every label."""
+        return {
+            **super().state(),
+            "labels": list(self._labels()),
+            "thresholds": [float(t) for t in self.thresholds()],
+        }
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:  # noqa: D102
+        if "labels" in state:
+            self.labels = tuple(state["labels"])
+        if "thresholds" in state:
+            self.tuned_thresholds = np.asarray(state["thresholds"], dtype=float)
+
+    def served_predictions(self, decoded: dict[str, np.ndarray]) -> pd.DataFrame:
+        """``prediction`` (the labels above their thresholds, joined by ``|``) and ``prob_<label>``."""
+        probs = decoded["probs"]
+        labels = np.asarray(self._labels())
+        frame = pd.DataFrame(
+            {"prediction": [SEPARATOR.join(labels[row]) for row in probs > self.thresholds()]}
+        )
+        for i, name in enumerate(labels):
+            frame[f"prob_{name}"] = probs[:, i]
+        return frame
+
+    def test_report(self, test: pd.DataFrame) -> SchemeReport:
+        """The frames of :meth:`report_frames` under ``reports/`` (no figures, no metrics)."""
+        return SchemeReport(
+            frames={f"reports/{name}": frame for name, frame in self.report_frames(test).items()}
+        )
 
     def _multi_hot(self, joined: pd.Series) -> np.ndarray:
         index = {label: i for i, label in enumerate(self._labels())}

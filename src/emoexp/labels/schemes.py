@@ -1,8 +1,9 @@
 """Label schemes: the single place that decides head size, loss, metrics and monitor.
 
-DESIGN invariant 1: changing ``label_scheme=`` changes the model head, the loss, the
+Changing ``label_scheme=`` changes the model head, the loss, the
 metrics, the monitored metric and its direction together. Every consumer (task module,
-callbacks, tuner, reports) asks the scheme instead of deciding for itself.
+callbacks, tuner, reports) asks the scheme instead of deciding for itself
+(docs/design.md#1-the-label-scheme-decides-together).
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from emoexp.config import ConfigError
 from emoexp.data import schema
 from emoexp.labels.emotions import circumplex
+from emoexp.labels.reporting import SchemeReport, single_label_report
 
 if TYPE_CHECKING:
     import torch
 
 Unmapped = Literal["error", "drop"]
+CLASSIFIER, REGRESSOR = "classifier", "regressor"
+"""Roles of a scikit-learn estimator, as answered by :meth:`LabelScheme.estimator_role`."""
 
 
 class LabelSchemeError(ValueError):
@@ -35,12 +40,116 @@ class LabelScheme:
         name: Scheme name, logged as a tag.
         monitor: Validation metric that early stopping, checkpointing and tuning optimise.
         mode: ``"max"`` or ``"min"``: the direction of ``monitor``.
+        kind: ``categorical``, ``dimensional``, ``both`` or ``multilabel``, recorded in a served
+            model's ``meta.json``. Callers ask the scheme's questions below rather than branch on it.
     """
 
     name: str
     monitor: str
     mode: Literal["max", "min"]
     kind: str = field(init=False, default="")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Classes of the single-label categorical prediction, in head order (empty when none)."""
+        return ()
+
+    @property
+    def dimension_names(self) -> tuple[str, ...]:
+        """Predicted affect dimensions (``valence``, ``arousal``), in head order (empty when none)."""
+        return ()
+
+    @property
+    def uses_soft_targets(self) -> bool:
+        """Whether the loss trains on annotator label distributions rather than one label."""
+        return False
+
+    @property
+    def class_loss_weights(self) -> tuple[float, ...] | None:
+        """Resolved per-class loss weights in :attr:`class_names` order (``None``: none or unresolved)."""
+        return None
+
+    @property
+    def tunes_on_validation(self) -> bool:
+        """Whether :meth:`tune_on_validation` fits anything (callers can skip predicting validation)."""
+        return False
+
+    def tune_on_validation(self, outputs: torch.Tensor, samples: pd.DataFrame) -> dict[str, float]:
+        """Fit decision rules on validation outputs after training, before the test evaluation.
+
+        Only validation data shapes these decisions, so the test split stays locked. The base
+        scheme has nothing to tune (multi-label schemes tune per-label thresholds).
+
+        Args:
+            outputs: Head outputs of the validation samples.
+            samples: Those samples (prepared manifest rows), in the same order.
+
+        Returns:
+            Metrics to log (empty when nothing was tuned).
+        """
+        return {}
+
+    def estimator_role(self, model_name: str) -> str:
+        """Whether a scikit-learn model serves this scheme with its classifier or its regressor.
+
+        Args:
+            model_name: The model config's name, for messages.
+
+        Returns:
+            :data:`CLASSIFIER` or :data:`REGRESSOR`.
+
+        Raises:
+            ConfigError: If one scikit-learn estimator cannot serve the scheme.
+        """
+        raise ConfigError(
+            f"model={model_name} (scikit-learn) supports categorical schemes (ekman6, ekman7, ...) with "
+            f"its classifier and valence_arousal with its regressor, not label_scheme={self.name} "
+            f"(kind {self.kind!r}). Use a neural model for it, or one of those schemes."
+        )
+
+    def test_report(self, test: pd.DataFrame) -> SchemeReport:
+        """Report tables, figures and metrics of the test predictions (a predictions frame, test rows only).
+
+        Categorical predictions get a classification report, a confusion matrix, a reliability
+        diagram and ``test/ece``; dimensional ones a regression report; both get per-group
+        metrics and gaps when the frame has ``group_*`` columns.
+        """
+        return single_label_report(test, self.name, self.class_names, self.dimension_names)
+
+    def state(self) -> dict[str, Any]:
+        """What decoding needs beyond the scheme's config, as JSON-ready values (a served model's meta)."""
+        state: dict[str, Any] = {"kind": self.kind, "name": self.name}
+        if self.class_names:
+            state["classes"] = list(self.class_names)
+        if self.dimension_names:
+            state["dims"] = list(self.dimension_names)
+        return state
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state` recorded on a scheme rebuilt from the same config.
+
+        Classes and dimensions come from the config itself; only learnt state (multi-label
+        labels inferred from the corpus, tuned thresholds) needs restoring.
+        """
+
+    def served_predictions(self, decoded: dict[str, np.ndarray]) -> pd.DataFrame:
+        """Predictions of new inputs (no truth): one row per output of :meth:`decode`.
+
+        Returns:
+            ``prediction``, ``confidence`` and ``prob_<class>`` for categorical schemes and one
+            column per dimension (``valence``, ``arousal``) for dimensional ones.
+        """
+        n = len(next(iter(decoded.values())))
+        frame = pd.DataFrame(index=range(n))
+        if self.class_names:
+            probs = decoded["probs"]
+            frame["prediction"] = np.asarray(self.class_names)[probs.argmax(axis=1)]
+            frame["confidence"] = probs.max(axis=1)
+            for i, name in enumerate(self.class_names):
+                frame[f"prob_{name}"] = probs[:, i]
+        for i, dim in enumerate(self.dimension_names):
+            frame[dim] = decoded["dims"][:, i]
+        return frame
 
     @property
     def num_outputs(self) -> int:
@@ -174,6 +283,29 @@ class CategoricalScheme(LabelScheme):
     @property
     def num_outputs(self) -> int:  # noqa: D102
         return len(self.classes)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:  # noqa: D102
+        return tuple(self.classes)
+
+    @property
+    def uses_soft_targets(self) -> bool:  # noqa: D102
+        return self.target == "soft"
+
+    @property
+    def class_loss_weights(self) -> tuple[float, ...] | None:  # noqa: D102
+        # "balanced" is only known once resolve_class_weights has seen a training split.
+        if self.class_weights is None or isinstance(self.class_weights, str):
+            return None
+        return tuple(self.class_weights)
+
+    def estimator_role(self, model_name: str) -> str:  # noqa: D102
+        if self.uses_soft_targets:
+            raise ConfigError(
+                f"model={model_name} (scikit-learn) trains on hard labels; label_scheme.target=soft needs a "
+                "neural model (lstm, cnn, transformer, timm). Use label_scheme.target=hard."
+            )
+        return CLASSIFIER
 
     @property
     def metric_names(self) -> tuple[str, ...]:  # noqa: D102
@@ -354,6 +486,13 @@ class DimensionalScheme(LabelScheme):
         return len(self.dims)
 
     @property
+    def dimension_names(self) -> tuple[str, ...]:  # noqa: D102
+        return tuple(self.dims)
+
+    def estimator_role(self, model_name: str) -> str:  # noqa: D102
+        return REGRESSOR
+
+    @property
     def metric_names(self) -> tuple[str, ...]:  # noqa: D102
         per_dim = [f"{d}_{m}" for d in self.dims for m in ("ccc", "pearson", "mae")]
         return ("loss", "ccc", "mae", *per_dim)
@@ -453,6 +592,22 @@ class MultiTaskScheme(LabelScheme):
     def dims(self) -> tuple[str, ...]:
         """Dimensions of the dimensional part."""
         return tuple(self.dimensional.dims)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:  # noqa: D102
+        return self.categorical.class_names
+
+    @property
+    def dimension_names(self) -> tuple[str, ...]:  # noqa: D102
+        return self.dimensional.dimension_names
+
+    @property
+    def uses_soft_targets(self) -> bool:  # noqa: D102
+        return self.categorical.uses_soft_targets
+
+    @property
+    def class_loss_weights(self) -> tuple[float, ...] | None:  # noqa: D102
+        return self.categorical.class_loss_weights
 
     @property
     def num_outputs(self) -> int:  # noqa: D102

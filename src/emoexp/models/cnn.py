@@ -8,12 +8,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from emoexp.models.capabilities import ModelCapabilities
 from emoexp.models.pretrained import DirectParameters, load_matching, load_weights_file
 
 log = logging.getLogger(__name__)
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(ModelCapabilities, nn.Module):
     """A compact VGG-style CNN (conv-BN-ReLU blocks, max-pooling, global average pooling).
 
     Suits 48x48 faces and 64-band log-mel spectrograms trained from scratch on small data.
@@ -64,7 +65,7 @@ class SmallCNN(nn.Module):
         return self.head(self.dropout(self.embed(**inputs)))
 
 
-class TimmClassifier(nn.Module):
+class TimmClassifier(ModelCapabilities, nn.Module):
     """Any timm image model with its classifier sized by the label scheme.
 
     Args:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from emoexp.features.multimodal import unprefixed
+from emoexp.models.capabilities import ModelCapabilities
 
 
 def embedding_size(encoder: nn.Module) -> int:
@@ -45,7 +46,7 @@ def embedding_size(encoder: nn.Module) -> int:
     )
 
 
-class FusionNet(nn.Module):
+class FusionNet(ModelCapabilities, nn.Module):
     """Shared machinery: per-modality encoders and projections, presence masks, modality dropout.
 
     Args:
@@ -97,6 +98,12 @@ class FusionNet(nn.Module):
         self.modality_dropout = modality_dropout
         self.dropout = nn.Dropout(dropout)
         self.missing: frozenset[str] = frozenset()
+        # Per-sample modality weights of the last forward pass, for fusions that weigh modalities.
+        self.last_weights: torch.Tensor | None = None
+
+    def fused_modalities(self) -> tuple[str, ...]:
+        """The modalities this network fuses, in encoder order."""
+        return tuple(self.modalities)
 
     @contextlib.contextmanager
     def without(self, *modalities: str) -> Iterator[None]:
@@ -248,7 +255,7 @@ def missing_modality_metrics(task: Any, datamodule: Any, scheme: Any, part: str 
     task.eval()
     results: dict[str, float] = {}
     try:
-        for absent in [None, *net.modalities]:
+        for absent in [None, *net.fused_modalities()]:
             collections = scheme.metrics(prefix=f"{part}/")
             weights = []
             with contextlib.ExitStack() as stack:
@@ -258,10 +265,10 @@ def missing_modality_metrics(task: Any, datamodule: Any, scheme: Any, part: str 
                     inputs = {k: v.to(task.device) for k, v in batch["inputs"].items()}
                     outputs = task(**inputs).float().cpu()
                     scheme.update_metrics(collections, outputs, batch["targets"])
-                    if getattr(net, "last_weights", None) is not None:
+                    if net.last_weights is not None:
                         weights.append(net.last_weights.cpu())
             if absent is None:
-                for i, modality in enumerate(net.modalities):
+                for i, modality in enumerate(net.fused_modalities()):
                     if weights:
                         results[f"{part}/attention_{modality}"] = float(torch.cat(weights)[:, i].mean())
                 continue

@@ -1,6 +1,6 @@
 """Pretrained weights from local paths: HF checkpoint directories and weight files, with clear errors.
 
-Nothing here downloads (DESIGN invariant 5). Every failure names the path and what to change:
+Nothing here downloads (docs/design.md#5-offline-by-default). Every failure names the path and what to change:
 a missing directory, a directory that is not a checkpoint, weights that cannot be read, or
 weights that do not fit the architecture that uses them.
 """

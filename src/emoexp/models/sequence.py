@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from emoexp.models.capabilities import ModelCapabilities
 
-class LSTMClassifier(nn.Module):
+
+class LSTMClassifier(ModelCapabilities, nn.Module):
     """(Bi)LSTM over a sequence, masked mean pooling, dropout and a linear head.
 
     Give ``input_size`` for frame features (``x: [B, T, F]``) or ``vocab_size`` for token

@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from emoexp.models.capabilities import ModelCapabilities
 from emoexp.models.pretrained import hf_layer_groups, load_hf_encoder
 
 LAYER_POOLING = ("last", "weighted")
 
 
-class SpeechEncoderClassifier(nn.Module):
+class SpeechEncoderClassifier(ModelCapabilities, nn.Module):
     """A wav2vec2/HuBERT-style encoder, utterance pooling over frames, and a linear head.
 
     With ``layer_pooling="weighted"`` the head reads a learned softmax-weighted sum of every
@@ -31,6 +32,8 @@ class SpeechEncoderClassifier(nn.Module):
         intermediate_size: Feed-forward width (random init only).
         conv_channels: Channels of each of the 7 convolutions of the feature encoder (random init only).
     """
+
+    supports_backbone_cache = True  # backbone_features is what the head pools; forward accepts it
 
     def __init__(
         self,

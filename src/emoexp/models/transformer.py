@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from emoexp.models.capabilities import ModelCapabilities
 from emoexp.models.pretrained import hf_layer_groups, load_hf_encoder
 
 
-class TextTransformer(nn.Module):
+class TextTransformer(ModelCapabilities, nn.Module):
     """A BERT-style encoder with a linear head on the masked mean of its last hidden states.
 
     With ``pretrained=None`` a small randomly initialised BERT is built from ``BertConfig``
@@ -25,6 +26,8 @@ class TextTransformer(nn.Module):
         dropout: Dropout inside the encoder and before the head.
         pretrained: Local checkpoint directory, or ``None``.
     """
+
+    supports_backbone_cache = True  # backbone_features is what the head reads; forward accepts it
 
     def __init__(
         self,

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from emoexp.data import schema
+from emoexp import modalities
+from emoexp.config import instantiate
 
 FORMAT_VERSION = 1
 _TENSOR = "__tensor__"
@@ -59,22 +60,12 @@ def _join_tensors(state: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def input_columns(modality: str) -> list[str]:
     """Manifest columns a model of ``modality`` reads (``text``, ``audio``, ``image``)."""
-    if modality == "multimodal":
-        return [schema.AUDIO, schema.IMAGE, schema.TEXT]
-    return [schema.INPUT_COLUMNS[modality]]
+    return list(modalities.input_columns(modality))
 
 
 def scheme_state(scheme: Any) -> dict[str, Any]:
     """What decoding needs beyond the scheme's config: classes, dims, multi-label labels/thresholds."""
-    state: dict[str, Any] = {"kind": getattr(scheme, "kind", ""), "name": scheme.name}
-    if getattr(scheme, "classes", None):
-        state["classes"] = list(scheme.classes)
-    if getattr(scheme, "dims", None):
-        state["dims"] = list(scheme.dims)
-    if hasattr(scheme, "thresholds") and callable(scheme.thresholds):
-        state["labels"] = list(scheme._labels()) if hasattr(scheme, "_labels") else list(scheme.labels)
-        state["thresholds"] = [float(t) for t in scheme.thresholds()]
-    return state
+    return scheme.state()
 
 
 def save_bundle(
@@ -131,7 +122,6 @@ def load_bundle(folder: str | Path) -> tuple[dict[str, Any], DictConfig, Any, An
     Raises:
         FileNotFoundError: If the folder is not a model folder.
     """
-    import hydra
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -144,12 +134,9 @@ def load_bundle(folder: str | Path) -> tuple[dict[str, Any], DictConfig, Any, An
         raise FileNotFoundError(f"{folder} is not an emoexp model folder (missing {missing}).")
     meta = json.loads((folder / "meta.json").read_text())
     cfg = OmegaConf.load(folder / "config.yaml")
-    scheme = hydra.utils.instantiate(cfg.label_scheme, _convert_="all")
-    if "thresholds" in meta["scheme"] and hasattr(scheme, "tuned_thresholds"):
-        scheme.tuned_thresholds = np.asarray(meta["scheme"]["thresholds"], dtype=float)
-    if "labels" in meta["scheme"] and hasattr(scheme, "labels"):
-        scheme.labels = tuple(meta["scheme"]["labels"])
-    featurizer = hydra.utils.instantiate(cfg.model.features[meta["modality"]], _convert_="all")
+    scheme = instantiate(cfg.label_scheme)
+    scheme.restore_state(meta["scheme"])
+    featurizer = instantiate(cfg.model.features[meta["modality"]])
     tensors = (
         load_file(str(folder / "featurizer.safetensors"))
         if (folder / "featurizer.safetensors").exists()
@@ -160,9 +147,7 @@ def load_bundle(folder: str | Path) -> tuple[dict[str, Any], DictConfig, Any, An
     if net_cfg.get("pretrained_path"):
         # Starting weights are irrelevant (overwritten below) and may not exist where we predict.
         net_cfg = OmegaConf.merge(net_cfg, {"pretrained_path": None})
-    net = hydra.utils.instantiate(
-        net_cfg, num_outputs=meta["num_outputs"], **meta["net_kwargs"], _convert_="all"
-    )
+    net = instantiate(net_cfg, num_outputs=meta["num_outputs"], **meta["net_kwargs"])
     net.load_state_dict(load_file(str(folder / "net.safetensors")))
     net.eval()
     return meta, cfg, scheme, featurizer, net

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from emoexp import modalities
 from emoexp.data import schema
 from emoexp.serving.predictor import Failure, manifest_from_frame
 
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"})
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-TEXT_SUFFIXES = frozenset({".txt"})
+# Which files hold which modality's inputs is the modality registry's answer.
+AUDIO_SUFFIXES = modalities.REGISTRY[modalities.AUDIO].file_suffixes
+IMAGE_SUFFIXES = modalities.REGISTRY[modalities.VISUAL].file_suffixes
+TEXT_SUFFIXES = modalities.REGISTRY[modalities.TEXT].file_suffixes
 TABLE_SUFFIXES = frozenset({".csv", ".tsv"})
-_KIND = {"audio": AUDIO_SUFFIXES, "visual": IMAGE_SUFFIXES, "text": TEXT_SUFFIXES}
-_COLUMN = {"audio": schema.AUDIO, "visual": schema.IMAGE, "text": schema.TEXT}
 
 
 class InputError(ValueError):
@@ -27,12 +27,12 @@ class InputError(ValueError):
 
 
 def _expects(modality: str) -> str:
-    if modality == "multimodal":
+    if modality == modalities.MULTIMODAL:
         return "a CSV with 'audio', 'image' (file paths) and 'text' columns"
-    if modality == "text":
+    if modality == modalities.TEXT:
         return "a text, a .txt file (one text per line), a folder of them, or a CSV with a 'text' column"
-    suffixes = ", ".join(sorted(_KIND[modality]))
-    column = _COLUMN[modality]
+    suffixes = ", ".join(sorted(modalities.REGISTRY[modality].file_suffixes))
+    column = modalities.INPUT_COLUMNS[modality]
     return f"{modality} files ({suffixes}), a folder of them, or a CSV with a '{column}' column of paths"
 
 
@@ -41,7 +41,7 @@ def kind_of(path: Path) -> str | None:
     suffix = path.suffix.lower()
     if suffix in TABLE_SUFFIXES:
         return "table"
-    return next((kind for kind, suffixes in _KIND.items() if suffix in suffixes), None)
+    return modalities.modality_of_file(path)
 
 
 def _wrong_modality(source: str, kind: str, modality: str, run_id: str) -> str:
@@ -100,7 +100,7 @@ def read_inputs(
     path = Path(value).expanduser()
     skipped: list[Failure] = []
     if path.is_dir():
-        if modality == "multimodal":
+        if modality == modalities.MULTIMODAL:
             raise InputError(f"{path} is a folder; a multimodal model needs {_expects(modality)}.")
         frames = []
         for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
@@ -108,15 +108,18 @@ def read_inputs(
             if kind == modality:
                 frames.append(
                     _text_rows(file)
-                    if modality == "text"
+                    if modality == modalities.TEXT
                     else pd.DataFrame(
-                        {schema.ID: [str(file.relative_to(path))], _COLUMN[modality]: [str(file)]}
+                        {
+                            schema.ID: [str(file.relative_to(path))],
+                            modalities.INPUT_COLUMNS[modality]: [str(file)],
+                        }
                     )
                 )
             else:
                 reason = (
                     _wrong_modality(str(file), kind, modality, run_id)
-                    if kind in _KIND
+                    if kind in modalities.INPUT_COLUMNS
                     else (f"not a {modality} input (unknown file type {file.suffix or 'without suffix'!r})")
                 )
                 skipped.append(Failure(str(file.relative_to(path)), str(file), reason))
@@ -127,21 +130,21 @@ def read_inputs(
         kind = kind_of(path)
         if kind == "table":
             return manifest_from_frame(_table(path, modality, columns), columns), skipped
-        if kind != modality or modality == "multimodal":
+        if kind != modality or modality == modalities.MULTIMODAL:
             if kind is None:
                 raise InputError(
                     f"{path} has an unknown file type; a {modality} model takes {_expects(modality)}."
                 )
             raise InputError(_wrong_modality(str(path), kind, modality, run_id))
-        if modality == "text":
+        if modality == modalities.TEXT:
             return manifest_from_frame(_text_rows(path), columns), skipped
         return manifest_from_frame(
-            pd.DataFrame({"id": [path.name], _COLUMN[modality]: [str(path)]}), columns
+            pd.DataFrame({"id": [path.name], modalities.INPUT_COLUMNS[modality]: [str(path)]}), columns
         ), skipped
     looks_like_path = path.suffix.lower() in AUDIO_SUFFIXES | IMAGE_SUFFIXES | TEXT_SUFFIXES | TABLE_SUFFIXES
-    if modality == "text" and not looks_like_path and value.strip():
+    if modality == modalities.TEXT and not looks_like_path and value.strip():
         return manifest_from_frame(pd.DataFrame({"id": ["input"], schema.TEXT: [value]}), columns), skipped
-    if looks_like_path or modality != "text":
+    if looks_like_path or modality != modalities.TEXT:
         raise InputError(
             f"input {value!r} is not an existing file or folder; "
             f"a {modality} model takes {_expects(modality)}."

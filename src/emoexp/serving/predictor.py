@@ -101,25 +101,8 @@ class Predictor:
 
     def decode(self, outputs: torch.Tensor) -> pd.DataFrame:
         """Predicted emotion and class probabilities, and/or valence/arousal, one row per output."""
-        decoded = self.scheme.decode(outputs)
-        info = self.meta["scheme"]
-        frame = pd.DataFrame(index=range(len(outputs)))
-        probs = decoded.get("probs")
-        if "thresholds" in info and probs is not None:
-            labels = np.asarray(info["labels"])
-            chosen = probs > np.asarray(info["thresholds"])
-            frame["prediction"] = ["|".join(labels[row]) for row in chosen]
-            for i, name in enumerate(labels):
-                frame[f"prob_{name}"] = probs[:, i]
-        elif probs is not None:
-            classes = np.asarray(info["classes"])
-            frame["prediction"] = classes[probs.argmax(axis=1)]
-            frame["confidence"] = probs.max(axis=1)
-            for i, name in enumerate(classes):
-                frame[f"prob_{name}"] = probs[:, i]
-        for i, dim in enumerate(info.get("dims", [])):
-            frame[dim] = decoded["dims"][:, i]
-        return frame
+        # The scheme carries the run's learnt decoding state (restored by load_bundle).
+        return self.scheme.served_predictions(self.scheme.decode(outputs))
 
     def predict(self, manifest: pd.DataFrame) -> tuple[pd.DataFrame, list[Failure]]:
         """Predict every readable row of a manifest (``id`` + the model's input columns).

@@ -1,8 +1,8 @@
 """The one LightningModule: any network, any label scheme.
 
-The label scheme supplies the loss, the metrics and the monitored metric (DESIGN
-invariant 1); this module only wires them into Lightning's loop and adds the
-regularisation options (weight decay lives in the optimiser config, L1 here).
+The label scheme supplies the loss, the metrics and the monitored metric
+(docs/design.md#1-the-label-scheme-decides-together); this module only wires them into Lightning's loop
+and adds the regularisation options (weight decay lives in the optimiser config, L1 here).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class TrainingGuard(pl.Callback):
         # The final training state too, so that a run interrupted during its evaluation resumes
         # straight to it (ModelCheckpoint's last.ckpt only follows improvements of the monitor).
         signum, _ = self._agree(trainer, pl_module, non_finite=False)
-        trainer.save_checkpoint(self.last_path)
+        trainer.save_checkpoint(self.last_path, weights_only=False)
         for handler_signum, handler in self._previous.items():
             signal.signal(handler_signum, handler)
         self._previous = {}
@@ -110,7 +110,7 @@ class TrainingGuard(pl.Callback):
         if signum and self._validates_after(trainer, batch_idx):
             return  # still pending: stop after the next batch (or at the end of training)
         if signum:
-            trainer.save_checkpoint(self.last_path)
+            trainer.save_checkpoint(self.last_path, weights_only=False)
             self._stop(trainer, TrainingInterrupted(signum, self.last_path))
 
     @staticmethod

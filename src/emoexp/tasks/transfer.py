@@ -1,12 +1,14 @@
 """Transfer-learning strategies: which backbone layers train, when, and at what learning rate.
 
-A network exposes its backbone with ``backbone_layers()``: groups of modules ordered bottom-up
-(input side first). Every parameter outside them is the head. The strategies (``conf/transfer/``):
+A network declares its backbone through :class:`emoexp.models.capabilities.ModelCapabilities`:
+``backbone_layers()`` lists groups of modules ordered bottom-up (input side first), and every
+parameter outside them is the head. The strategies (``conf/transfer/``):
 
 - ``scratch``: no backbone/head distinction; everything trains at the optimiser's learning rate
   from the weights the model config builds.
 - ``frozen``: the backbone never trains (``requires_grad=False``, eval mode, not in the
-  optimiser): feature extraction / linear probing. Its outputs can be cached once
+  optimiser): feature extraction / linear probing. Its outputs can be cached once, for networks
+  that declare ``supports_backbone_cache``
   (:func:`emoexp.features.pretrained.cached_backbone_features`) so epochs only run the head.
 - ``finetune``: everything trains; the backbone at ``backbone_lr_mult`` times the head's rate
   (discriminative learning rates).
@@ -29,7 +31,8 @@ import torch
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 
-from emoexp.config import ConfigError
+from emoexp.config import ConfigError, instantiate
+from emoexp.models.capabilities import capabilities
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +45,14 @@ def backbone_layers(net: nn.Module) -> list[nn.Module]:
     Raises:
         ConfigError: If the network does not say which of its parts are backbone.
     """
-    layers = getattr(net, "backbone_layers", None)
-    if layers is None:
+    layers = list(capabilities(net).backbone_layers())
+    if not layers:
         raise ConfigError(
             f"{type(net).__name__} has no backbone_layers(): it cannot be used with a transfer strategy "
-            "other than transfer=scratch (add a backbone_layers() method listing its layers bottom-up)."
+            "other than transfer=scratch (derive it from emoexp.models.capabilities.ModelCapabilities "
+            "and list its backbone layers bottom-up in backbone_layers())."
         )
-    return list(layers())
+    return layers
 
 
 def backbone_parameter_ids(net: nn.Module) -> set[int]:
@@ -58,11 +62,12 @@ def backbone_parameter_ids(net: nn.Module) -> set[int]:
 
 def head_parameter_names(net: nn.Module) -> list[str]:
     """State-dict keys of the head's parameters (everything outside the backbone layers)."""
-    backbone = backbone_parameter_ids(net) if hasattr(net, "backbone_layers") else set()
-    names = [n for n, p in net.named_parameters() if id(p) not in backbone]
-    if not hasattr(net, "backbone_layers"):
-        names = [n for n in names if n.startswith("head.")]
-    return names
+    layers = capabilities(net).backbone_layers()
+    if not layers:
+        # No declared backbone: only a module named `head` is known to be head.
+        return [n for n, _ in net.named_parameters() if n.startswith("head.")]
+    backbone = {id(p) for layer in layers for p in layer.parameters()}
+    return [n for n, p in net.named_parameters() if id(p) not in backbone]
 
 
 @dataclass
@@ -78,7 +83,7 @@ class TransferStrategy:
         unfreeze_every: Epochs between two unfreezing steps.
         layers_per_step: Backbone layers unfrozen at each step, top-down.
         cache_features: With a backbone frozen throughout, compute its outputs once and cache them
-            (networks with ``backbone_features``), so that epochs only run the head.
+            (networks that declare ``supports_backbone_cache``), so that epochs only run the head.
         train_bn: Let frozen BatchNorm layers keep training (off: a frozen backbone is unchanged).
     """
 
@@ -112,7 +117,7 @@ class TransferStrategy:
 
     def caches_features(self, net: nn.Module) -> bool:
         """Whether the frozen backbone's outputs are precomputed (and cached) for ``net``."""
-        return self.cache_features and self.frozen_throughout and hasattr(net, "backbone_features")
+        return self.cache_features and self.frozen_throughout and capabilities(net).supports_backbone_cache
 
     def param_groups(self, net: nn.Module) -> list[dict[str, Any]]:
         """Optimiser parameter groups: the head, then the trainable backbone with ``lr_mult``.
@@ -230,6 +235,4 @@ def build(node: Any) -> TransferStrategy:
         return TransferStrategy()
     if isinstance(node, TransferStrategy):
         return node
-    from emoexp.train import _instantiate
-
-    return _instantiate(node)
+    return instantiate(node)

@@ -2,7 +2,7 @@
 
 Latent emotions, intensities and speakers (:func:`sample_latents`) are rendered into
 speech-like audio, drawn faces and short texts, and cached as a manifest
-(:func:`load_embedded`). See DESIGN invariant 6.
+(:func:`load_embedded`). See docs/design.md#6-embedded-data-is-learnable-and-honest.
 """
 
 from emoexp.data.embedded.corpus import GENERATOR_VERSION, load_embedded

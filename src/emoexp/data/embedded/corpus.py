@@ -15,7 +15,9 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -87,44 +89,49 @@ def _displayed_emotions(
     return displayed
 
 
-def _generate(
-    folder: Path,
-    modalities: tuple[str, ...],
-    corpus: str,
-    n_samples: int,
-    n_speakers: int,
-    seed: int,
-    disagreement: float,
-    n_annotators: int,
-    annotator_accuracy: float,
-    sample_rate: int,
-    image_size: int,
-) -> pd.DataFrame:
+@dataclass(frozen=True)
+class _Spec:
+    """What to generate: the checked parameters of :func:`load_embedded` and the corpus name."""
+
+    modalities: tuple[str, ...]
+    corpus: str
+    n_samples: int
+    n_speakers: int
+    seed: int
+    disagreement: float
+    n_annotators: int
+    annotator_accuracy: float
+    sample_rate: int
+    image_size: int
+
+
+def _generate(folder: Path, spec: _Spec) -> pd.DataFrame:
     """Generate the corpus into ``folder``; input paths are relative to it."""
     from emoexp.data.embedded.audio import render_audio
     from emoexp.data.embedded.latents import sample_latents
     from emoexp.data.embedded.text import render_text
     from emoexp.data.embedded.visual import render_faces_with_landmarks
 
+    modalities, seed = spec.modalities, spec.seed
     latents = sample_latents(
-        n_samples,
-        n_speakers,
+        spec.n_samples,
+        spec.n_speakers,
         seed,
         classes=EKMAN7,
-        n_annotators=n_annotators,
-        annotator_accuracy=annotator_accuracy,
-        corpus=corpus,
+        n_annotators=spec.n_annotators,
+        annotator_accuracy=spec.annotator_accuracy,
+        corpus=spec.corpus,
     )
-    displayed = _displayed_emotions(latents["emotion"].to_numpy(object), modalities, disagreement, seed)
+    displayed = _displayed_emotions(latents["emotion"].to_numpy(object), modalities, spec.disagreement, seed)
     manifest = latents.copy()
     for modality in modalities:
         shown = latents.assign(emotion=displayed[modality])
         if modality == "audio":
-            paths = render_audio(shown, folder / "audio", sample_rate=sample_rate, seed=seed)
+            paths = render_audio(shown, folder / "audio", sample_rate=spec.sample_rate, seed=seed)
             manifest["audio"] = [str(Path(p).relative_to(folder)) for p in paths]
         elif modality == "visual":
             paths, landmarks = render_faces_with_landmarks(
-                shown, folder / "visual", size=image_size, seed=seed
+                shown, folder / "visual", size=spec.image_size, seed=seed
             )
             manifest["image"] = [str(Path(p).relative_to(folder)) for p in paths]
             # Where the generator drew each face's landmarks (see visual.LANDMARKS), for geometric features.
@@ -145,7 +152,7 @@ def _read(folder: Path, source: str) -> pd.DataFrame:
     return validate_manifest(manifest, source)
 
 
-def load_embedded(
+def load_embedded(  # noqa: PLR0913 (a Hydra _target_: one argument per config key)
     modalities: Sequence[str] = ("audio",),
     n_samples: int = 840,
     n_speakers: int = 12,
@@ -193,6 +200,18 @@ def load_embedded(
         )
         disagreement = 0.0
     corpus = f"embedded_{modalities[0]}" if len(modalities) == 1 else "embedded_multimodal"
+    spec = _Spec(
+        modalities,
+        corpus,
+        n_samples,
+        n_speakers,
+        seed,
+        disagreement,
+        n_annotators,
+        annotator_accuracy,
+        sample_rate,
+        image_size,
+    )
     params = {
         "generator_version": GENERATOR_VERSION,
         "modalities": list(modalities),
@@ -209,29 +228,23 @@ def load_embedded(
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     name = f"{corpus}-n{n_samples}-spk{n_speakers}-seed{seed}-v{GENERATOR_VERSION}-{digest}"
     folder = root / "embedded" / name
-    if (folder / _MANIFEST).exists():
-        return _read(folder, corpus)
+    if not (folder / _MANIFEST).exists():
+        _build(folder, spec, params)
+    return _read(folder, corpus)
 
-    # Build in a private folder and rename it into place in one step, so a concurrent
-    # process sees either no corpus or a complete one; if another process won the race,
-    # its (identical) corpus is kept.
+
+def _build(folder: Path, spec: _Spec, params: dict[str, Any]) -> None:
+    """Generate the corpus and move it to ``folder`` (its manifest and ``params.json`` included).
+
+    Builds in a private folder and renames it into place in one step, so a concurrent process
+    sees either no corpus or a complete one; if another process won the race, its (identical)
+    corpus is kept.
+    """
     folder.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
+    building = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     building.chmod(0o755)  # mkdtemp's private 0700 would stay on the renamed cache folder
     try:
-        manifest = _generate(
-            building,
-            modalities,
-            corpus,
-            n_samples,
-            n_speakers,
-            seed,
-            disagreement,
-            n_annotators,
-            annotator_accuracy,
-            sample_rate,
-            image_size,
-        )
+        manifest = _generate(building, spec)
         manifest.to_parquet(building / _MANIFEST, index=False)
         (building / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True))
         try:
@@ -241,4 +254,3 @@ def load_embedded(
                 raise
     finally:
         shutil.rmtree(building, ignore_errors=True)
-    return _read(folder, corpus)

@@ -14,6 +14,7 @@ import functools
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -161,71 +162,106 @@ def _bezier(p0, p1, p2) -> list[tuple[float, float]]:
     return [tuple(p) for p in (_BEZIER @ np.array([p0, p1, p2])).tolist()]
 
 
+@dataclass(frozen=True)
+class _Canvas:
+    """A PIL drawing context with the geometry every part of the face is placed by."""
+
+    draw: Any
+    s: float  # side of the square canvas, pixels
+    cx: float  # centre of the face
+    cy: float
+    shade: int  # skin in shadow: neck, ears, creases
+
+
+@dataclass(frozen=True)
+class _EyeShape:
+    """Vertical position, lid openings above and below, and half-width of both eyes (pixels)."""
+
+    y: float
+    upper: float
+    lower: float
+    w: float
+
+
 def _draw_face(ident: _Identity, au: dict[str, float], side: int, rng) -> np.ndarray:
     """Draw the face on a ``side`` x ``side`` canvas and return it as float gray levels."""
     from PIL import Image, ImageDraw
 
     image = Image.new("L", (side, side), ident.background)
-    draw = ImageDraw.Draw(image)
     s = float(side)
-    cx, cy = 0.5 * s, 0.52 * s
-    fw, fh = ident.face_w * s, ident.face_h * s
-    shade = int(ident.skin * 0.8)
+    canvas = _Canvas(ImageDraw.Draw(image), s, 0.5 * s, 0.52 * s, int(ident.skin * 0.8))
+    _draw_head(canvas, ident)
+    eye = _draw_eyes(canvas, ident, au, rng)
+    _draw_brows(canvas, ident, au)
+    nose_tip = _draw_nose(canvas, ident, au, eye.y)
+    _draw_mouth(canvas, ident, au, nose_tip)
+    if ident.glasses:
+        _draw_glasses(canvas, ident, eye)
+    return image
 
-    # Hair behind the head, neck, ears, face.
+
+def _draw_head(c: _Canvas, ident: _Identity) -> None:
+    """Hair behind the head, neck, ears, face and the hair line."""
+    draw, s, cx, cy = c.draw, c.s, c.cx, c.cy
+    fw, fh = ident.face_w * s, ident.face_h * s
     hair_box = [cx - fw * 1.12, cy - fh * 1.08, cx + fw * 1.12, cy + fh * (0.9 if ident.long_hair else 0.1)]
     draw.ellipse(hair_box, fill=ident.hair)
-    draw.rectangle([cx - fw * 0.45, cy + fh * 0.6, cx + fw * 0.45, s], fill=shade)
+    draw.rectangle([cx - fw * 0.45, cy + fh * 0.6, cx + fw * 0.45, s], fill=c.shade)
     for sign in (-1, 1):
         ex = cx + sign * fw * 0.98
-        draw.ellipse([ex - 0.06 * s, cy - 0.07 * s, ex + 0.06 * s, cy + 0.05 * s], fill=shade)
+        draw.ellipse([ex - 0.06 * s, cy - 0.07 * s, ex + 0.06 * s, cy + 0.05 * s], fill=c.shade)
     draw.ellipse([cx - fw, cy - fh, cx + fw, cy + fh], fill=ident.skin)
     hair_top = cy - fh - 0.02 * s
     hair_bottom = hair_top + ident.hair_line * s
     draw.chord([cx - fw * 1.02, hair_top, cx + fw * 1.02, hair_bottom + 0.12 * s], 180, 360, fill=ident.hair)
 
-    # Eyes: sclera, iris (with a random gaze), then skin-coloured lids cut the opening.
-    eye_y = ident.eye_y * s + 0.012 * s * au["AU9"]
+
+def _draw_eyes(c: _Canvas, ident: _Identity, au: dict[str, float], rng) -> _EyeShape:
+    """Both eyes: lids opened by AU5, narrowed by AU6/7/4; one random gaze for the pair."""
+    s = c.s
     upper = ident.eye_h * s * (1 + 0.9 * au["AU5"] - 0.35 * au["AU7"] - 0.2 * au["AU6"] - 0.25 * au["AU4"])
     lower = ident.eye_h * s * (1 - 0.55 * au["AU6"] - 0.5 * au["AU7"] + 0.2 * au["AU5"])
-    upper, lower = max(upper, 0.08 * ident.eye_h * s), max(lower, 0.05 * ident.eye_h * s)
-    ew = ident.eye_w * s
-    gaze = rng.normal(0.0, 0.25 * ew, 2)
+    eye = _EyeShape(
+        y=ident.eye_y * s + 0.012 * s * au["AU9"],
+        upper=max(upper, 0.08 * ident.eye_h * s),
+        lower=max(lower, 0.05 * ident.eye_h * s),
+        w=ident.eye_w * s,
+    )
+    gaze = rng.normal(0.0, 0.25 * eye.w, 2)
+    # Raised cheeks / tightened lids bunch the lower lid into a visible fold.
+    fold = au["AU6"] + au["AU7"] > 0.4
     for sign in (-1, 1):
-        ex = cx + sign * ident.eye_dx * s
-        top = _bezier((ex - ew, eye_y), (ex, eye_y - 2 * upper), (ex + ew, eye_y))
-        bottom = _bezier((ex + ew, eye_y), (ex, eye_y + 2 * lower), (ex - ew, eye_y))
-        draw.polygon(top + bottom, fill=235)
-        r = 0.55 * ew
-        ix, iy = ex + gaze[0], eye_y + 0.3 * gaze[1]
-        draw.ellipse([ix - r, iy - r, ix + r, iy + r], fill=40)
-        above = [
-            (ex - ew * 1.2, eye_y),
-            *top,
-            (ex + ew * 1.2, eye_y),
-            (ex + ew * 1.2, eye_y - 3 * r),
-            (ex - ew * 1.2, eye_y - 3 * r),
-        ]
-        below = [
-            (ex + ew * 1.2, eye_y),
-            *bottom,
-            (ex - ew * 1.2, eye_y),
-            (ex - ew * 1.2, eye_y + 3 * r),
-            (ex + ew * 1.2, eye_y + 3 * r),
-        ]
-        draw.polygon(above, fill=ident.skin)
-        draw.polygon(below, fill=ident.skin)
-        draw.line(top, fill=30, width=max(2, int(0.012 * s)))
-        if au["AU6"] + au["AU7"] > 0.4:
-            # Raised cheeks / tightened lids bunch the lower lid into a visible fold.
-            fold = _bezier(
-                (ex - ew, eye_y + lower + 0.01 * s),
-                (ex, eye_y + 2 * lower + 0.03 * s),
-                (ex + ew, eye_y + lower + 0.01 * s),
-            )
-            draw.line(fold, fill=shade, width=max(1, int(0.008 * s)))
+        _draw_eye(c, ident, eye, c.cx + sign * ident.eye_dx * s, gaze, fold)
+    return eye
 
-    # Brows: inner end raised by AU1, outer by AU2; AU4 lowers them and draws them together.
+
+def _draw_eye(c: _Canvas, ident: _Identity, eye: _EyeShape, ex: float, gaze: np.ndarray, fold: bool) -> None:
+    """One eye at ``ex``: sclera, iris, then skin-coloured lids cut the opening."""
+    draw, s, ew, y = c.draw, c.s, eye.w, eye.y
+    top = _bezier((ex - ew, y), (ex, y - 2 * eye.upper), (ex + ew, y))
+    bottom = _bezier((ex + ew, y), (ex, y + 2 * eye.lower), (ex - ew, y))
+    draw.polygon(top + bottom, fill=235)
+    r = 0.55 * ew
+    ix, iy = ex + gaze[0], y + 0.3 * gaze[1]
+    draw.ellipse([ix - r, iy - r, ix + r, iy + r], fill=40)
+    reach = ew * 1.2
+    above = [(ex - reach, y), *top, (ex + reach, y), (ex + reach, y - 3 * r), (ex - reach, y - 3 * r)]
+    below = [(ex + reach, y), *bottom, (ex - reach, y), (ex - reach, y + 3 * r), (ex + reach, y + 3 * r)]
+    draw.polygon(above, fill=ident.skin)
+    draw.polygon(below, fill=ident.skin)
+    draw.line(top, fill=30, width=max(2, int(0.012 * s)))
+    if fold:
+        crease = _bezier(
+            (ex - ew, y + eye.lower + 0.01 * s),
+            (ex, y + 2 * eye.lower + 0.03 * s),
+            (ex + ew, y + eye.lower + 0.01 * s),
+        )
+        draw.line(crease, fill=c.shade, width=max(1, int(0.008 * s)))
+
+
+def _draw_brows(c: _Canvas, ident: _Identity, au: dict[str, float]) -> None:
+    """Brows: inner end raised by AU1, outer by AU2; AU4 lowers them and draws them together."""
+    draw, s, cx = c.draw, c.s, c.cx
     for sign in (-1, 1):
         ex = cx + sign * ident.eye_dx * s
         base = ident.eye_y * s - ident.brow_gap * s
@@ -242,15 +278,18 @@ def _draw_face(ident: _Identity, au: dict[str, float], side: int, rng) -> np.nda
             x = cx + dx * s
             draw.line(
                 [(x, ident.eye_y * s - 0.09 * s), (x, ident.eye_y * s - 0.05 * s)],
-                fill=shade,
+                fill=c.shade,
                 width=max(1, int(0.006 * s)),
             )
 
-    # Nose: a side shadow and nostrils; AU9 wrinkles the bridge and lifts the nostrils.
+
+def _draw_nose(c: _Canvas, ident: _Identity, au: dict[str, float], eye_y: float) -> float:
+    """A side shadow and nostrils; AU9 wrinkles the bridge and lifts the nostrils. Returns the tip's y."""
+    draw, s, cx = c.draw, c.s, c.cx
     nose_tip = ident.eye_y * s + ident.nose_len * s - 0.015 * s * au["AU9"]
     draw.line(
         [(cx + 0.01 * s, eye_y + 0.03 * s), (cx + 0.025 * s, nose_tip)],
-        fill=shade,
+        fill=c.shade,
         width=max(1, int(0.01 * s)),
     )
     nostril = 0.018 * s * (1 + 0.3 * au["AU9"])
@@ -267,11 +306,16 @@ def _draw_face(ident: _Identity, au: dict[str, float], side: int, rng) -> np.nda
             draw.line(
                 [(cx - 0.03 * s, y), (cx + 0.03 * s, y - 0.004 * s)], fill=tone, width=max(1, int(0.008 * s))
             )
+    return nose_tip
 
-    # Nasolabial folds deepen with smiling (AU6+12) and with AU9.
-    fold = au["AU12"] + 0.5 * au["AU6"] + 0.6 * au["AU9"]
+
+def _draw_mouth(c: _Canvas, ident: _Identity, au: dict[str, float], nose_tip: float) -> None:
+    """Nasolabial folds, then the mouth: corners up (AU12) or down (AU15), opening, thin lips (AU23)."""
+    draw, s, cx = c.draw, c.s, c.cx
     mouth_y = ident.mouth_y * s
     mw = ident.mouth_w * s * (1 + 0.3 * au["AU12"] + 0.35 * au["AU20"] - 0.25 * au["AU23"] - 0.1 * au["AU26"])
+    # Nasolabial folds deepen with smiling (AU6+12) and with AU9.
+    fold = au["AU12"] + 0.5 * au["AU6"] + 0.6 * au["AU9"]
     if fold > 0.3:
         tone = int(ident.skin * (1 - 0.25 * min(fold, 1.5)))
         for sign in (-1, 1):
@@ -282,7 +326,6 @@ def _draw_face(ident: _Identity, au: dict[str, float], side: int, rng) -> np.nda
             )
             draw.line(line, fill=tone, width=max(1, int(0.008 * s)))
 
-    # Mouth: corners pulled up (AU12) or down (AU15), opening from AU25/26/16, thin lips (AU23).
     corner_y = mouth_y + s * (-0.045 * au["AU12"] + 0.035 * au["AU15"] + 0.01 * au["AU20"])
     opening = s * (
         0.012 * au["AU25"] + 0.06 * au["AU26"] + 0.02 * au["AU16"] + 0.015 * au["AU12"] * au["AU25"]
@@ -306,20 +349,22 @@ def _draw_face(ident: _Identity, au: dict[str, float], side: int, rng) -> np.nda
     else:
         draw.line(upper_inner, fill=int(ident.lip_tone * 0.5), width=max(1, int(0.01 * s)))
 
-    if ident.glasses:
-        for sign in (-1, 1):
-            ex = cx + sign * ident.eye_dx * s
-            draw.ellipse(
-                [ex - 1.6 * ew, eye_y - 1.3 * ew, ex + 1.6 * ew, eye_y + 1.2 * ew],
-                outline=20,
-                width=max(2, int(0.012 * s)),
-            )
-        draw.line(
-            [(cx - ident.eye_dx * s + 1.6 * ew, eye_y), (cx + ident.eye_dx * s - 1.6 * ew, eye_y)],
-            fill=20,
-            width=max(2, int(0.01 * s)),
+
+def _draw_glasses(c: _Canvas, ident: _Identity, eye: _EyeShape) -> None:
+    """Two round frames around the eyes and the bridge between them."""
+    draw, s, cx, ew, y = c.draw, c.s, c.cx, eye.w, eye.y
+    for sign in (-1, 1):
+        ex = cx + sign * ident.eye_dx * s
+        draw.ellipse(
+            [ex - 1.6 * ew, y - 1.3 * ew, ex + 1.6 * ew, y + 1.2 * ew],
+            outline=20,
+            width=max(2, int(0.012 * s)),
         )
-    return image
+    draw.line(
+        [(cx - ident.eye_dx * s + 1.6 * ew, y), (cx + ident.eye_dx * s - 1.6 * ew, y)],
+        fill=20,
+        width=max(2, int(0.01 * s)),
+    )
 
 
 LANDMARKS: tuple[str, ...] = (

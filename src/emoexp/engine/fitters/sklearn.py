@@ -125,21 +125,21 @@ def build_pipeline(
     estimator = instantiate(model_cfg.estimator[role])
     if role == CLASSIFIER:
         present, counts = np.unique(y_train, return_counts=True)
-        weights = getattr(scheme, "class_weights", None)
-        if weights is not None and not isinstance(weights, str) and "class_weight" in estimator.get_params():
+        weights = scheme.class_loss_weights
+        if weights is not None and "class_weight" in estimator.get_params():
             estimator.set_params(class_weight={int(c): float(weights[int(c)]) for c in present})
         if not hasattr(estimator, "predict_proba"):
             # SVC(probability=True) is deprecated in scikit-learn 1.9; this is its replacement:
             # Platt scaling on cross-validated decision values of the training rows.
             folds = min(int(model_cfg.get("calibration_cv", 5)), int(counts.min()))
             if folds < 2:
-                rare = [scheme.classes[int(c)] for c, n in zip(present, counts, strict=True) if n < 2]
+                rare = [scheme.class_names[int(c)] for c, n in zip(present, counts, strict=True) if n < 2]
                 raise ConfigError(
                     f"model={model_cfg.name}: probability calibration needs at least 2 training samples "
                     f"per class, but {rare} have 1. Use more data or a model with predict_proba."
                 )
             estimator = CalibratedClassifierCV(estimator, method="sigmoid", cv=folds, ensemble=False)
-    elif len(scheme.dims) > 1 and not get_tags(estimator).target_tags.multi_output:
+    elif len(scheme.dimension_names) > 1 and not get_tags(estimator).target_tags.multi_output:
         estimator = MultiOutputRegressor(estimator)  # e.g. SVR: one model per dimension
     steps.append(("model", estimator))
     return Pipeline(steps)

@@ -1,7 +1,7 @@
 """Handcrafted features for classical (scikit-learn) models: one fixed-length vector per sample.
 
 A :class:`VectorFeatures` extractor works in two parts, so that the test split stays locked
-(DESIGN invariant 3) and a saved model carries its own preprocessing:
+(docs/design.md#3-the-test-split-is-locked) and a saved model carries its own preprocessing:
 
 1. :meth:`VectorFeatures.extract` does the data-independent work (audio functionals, HOG/LBP
    histograms, landmark geometry, embedding averages) and returns the *input* of the

@@ -153,7 +153,7 @@ class AudioFunctionals(VectorFeatures):
 
     modality = "audio"
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (a Hydra _target_: one argument per config key)
         self,
         sample_rate: int = 16000,
         n_mfcc: int = 13,

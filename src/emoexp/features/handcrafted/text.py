@@ -132,27 +132,13 @@ def load_vectors(
         with path.open(encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
                 fields = line.rstrip("\n\r").rstrip().split(" ")
-                if number == 1 and len(fields) == 2 and all(f.isdigit() for f in fields):
-                    header_dim = int(fields[1])
-                    if expected is not None and header_dim != expected:
-                        raise VectorsFileError(
-                            f"{path}: line 1 declares dimension {header_dim}, expected {expected} "
-                            "(model.features.text.vectors_dim)."
-                        )
-                    expected = header_dim
+                header = _header_dimension(path, fields, expected) if number == 1 else None
+                if header is not None:
+                    expected = header
                     continue
                 if not line.strip():
                     continue
-                if expected is None:
-                    expected = len(fields) - 1
-                    if expected < 1:
-                        raise VectorsFileError(f"{path}: line {number} has a word but no vector values.")
-                if len(fields) < expected + 1:
-                    raise VectorsFileError(
-                        f"{path}: line {number} has {len(fields) - 1} values, expected {expected} "
-                        f"(the dimension {'given' if dim else 'of the first vector line'}). The file is "
-                        "truncated or mixes dimensions, or vectors_dim does not match the file."
-                    )
+                expected = _line_dimension(path, number, fields, expected, dim)
                 word = " ".join(fields[: len(fields) - expected])
                 if wanted is not None and word not in wanted:
                     continue
@@ -170,6 +156,34 @@ def load_vectors(
     if expected is None:
         raise VectorsFileError(f"{path} holds no word vectors (the file is empty).")
     return vectors, expected
+
+
+def _header_dimension(path: Path, fields: list[str], expected: int | None) -> int | None:
+    """The dimension a word2vec ``<count> <dim>`` first line declares (``None``: no such header)."""
+    if len(fields) != 2 or not all(f.isdigit() for f in fields):
+        return None
+    header_dim = int(fields[1])
+    if expected is not None and header_dim != expected:
+        raise VectorsFileError(
+            f"{path}: line 1 declares dimension {header_dim}, expected {expected} "
+            "(model.features.text.vectors_dim)."
+        )
+    return header_dim
+
+
+def _line_dimension(path: Path, number: int, fields: list[str], expected: int | None, dim: int | None) -> int:
+    """The vector dimension after checking line ``number`` (the first vector line sets it if unknown)."""
+    if expected is None:
+        expected = len(fields) - 1
+        if expected < 1:
+            raise VectorsFileError(f"{path}: line {number} has a word but no vector values.")
+    if len(fields) < expected + 1:
+        raise VectorsFileError(
+            f"{path}: line {number} has {len(fields) - 1} values, expected {expected} "
+            f"(the dimension {'given' if dim else 'of the first vector line'}). The file is "
+            "truncated or mixes dimensions, or vectors_dim does not match the file."
+        )
+    return expected
 
 
 class TextFeatures(VectorFeatures):
@@ -192,7 +206,7 @@ class TextFeatures(VectorFeatures):
 
     modality = "text"
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (a Hydra _target_: one argument per config key)
         self,
         representation: Representation = "tfidf",
         ngram_range: Sequence[int] = (1, 2),

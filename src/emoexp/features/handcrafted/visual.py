@@ -123,7 +123,7 @@ class FaceFeatures(VectorFeatures):
 
     modality = "visual"
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (a Hydra _target_: one argument per config key)
         self,
         size: int = 48,
         hog: bool = True,
