@@ -70,13 +70,43 @@ def get_metric_value(metrics: dict[str, float], name: str) -> float:
     return float(metrics[name])
 
 
-def main() -> None:
-    """Console entry point equivalent to ``python train.py``."""
+PROG = "python train.py"
+DESCRIPTION = """Train and evaluate one experiment: Hydra composes conf/train.yaml with your overrides
+(group=option, key=value), the run is checked before anything is recorded, and everything it
+produces (metrics, reports, predictions, checkpoint, model) lands in one MLflow run. `--cfg job`
+prints the composed config; `-m` sweeps (docs/guide.md)."""
+KEY_HELP = {
+    "seed": "Seed of everything random in the run.",
+    "resume": "true: continue the latest interrupted run of this config; or a run id.",
+    "resume_force": "With resume=<id>: continue a run made with another config (tags rewritten).",
+    "resume_restart": "With resume: retrain from scratch when the run's last.ckpt is gone.",
+    "tracking.uri": "MLflow store (null: $MLFLOW_TRACKING_URI, else ./mlflow.db).",
+    "tracking.experiment": "MLflow experiment of the run.",
+    "trainer.max_epochs": "Epochs at most (early stopping may end sooner).",
+    "data.root": "Folder of a real corpus (data=ravdess, cremad, ...).",
+    "data.max_samples": "Keep a fixed class-stratified subset of this many samples.",
+    "evaluate_test": "false: validation only (the test split stays locked).",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (``python train.py``, ``emoexp-train``): help, checked overrides, then Hydra."""
+    from emoexp import cliargs
+
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if any(a in cliargs.HELP_FLAGS for a in arguments):
+        print(cliargs.config_help(PROG, DESCRIPTION, "train", KEY_HELP, key_title="common keys"))
+        return
+    error = cliargs.check_overrides("train", arguments, PROG)
+    if error is not None:
+        sys.exit(cliargs.fail(PROG, error))
+    sys.argv = [sys.argv[0], *arguments]  # what @hydra.main parses
     _hydra_main()
 
 
 @hydra.main(version_base="1.3", config_path=str(config_checks.CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
+    from emoexp import cliargs
     from emoexp.terminal import configure_terminal
 
     configure_terminal()
@@ -85,9 +115,8 @@ def _hydra_main(cfg: DictConfig) -> float:
     except Exception as error:
         from emoexp.engine.preflight import USER_ERRORS
 
-        if not isinstance(error, USER_ERRORS):
+        if not isinstance(error, USER_ERRORS) or os.environ.get("EMOEXP_DEBUG"):
             raise
         # A config or data error: one message and the fix, no traceback (it is in the log file).
         log.debug("Stopped by a config or data error", exc_info=True)
-        print(f"emoexp: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(cliargs.fail(PROG, error))

@@ -100,8 +100,8 @@ def test_reloaded_best_checkpoint_reproduces_logged_test_metric(compose, trackin
     from lightning.pytorch import Trainer
 
     from emoexp.data.datamodule import EmotionDataModule
-    from emoexp.tasks.emotion import EmotionTask
     from emoexp.engine.samples import prepare_samples
+    from emoexp.tasks.emotion import EmotionTask
 
     cfg = compose(["model=lstm"])
     metrics = train(cfg)

@@ -59,7 +59,7 @@ def test_the_command_line_shows_one_message_and_exits_non_zero(tmp_path, cache_d
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr + done.stdout
-    errors = [line for line in done.stderr.splitlines() if line.startswith("emoexp: error:")]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("python train.py: error:")]
     assert len(errors) == 1 and "/nonexistent" in errors[0]
     assert _runs(tmp_path) == []
 

@@ -212,6 +212,8 @@ class Recorder:
     # -- resumed runs ---------------------------------------------------------------------------
     def protect(self, run_id: str) -> None:
         """Never write again what resumed run ``run_id`` already has (see the module docstring)."""
+        if not self.writes or not run_id:
+            return
         run = self.client.get_run(run_id)
         self._params[run_id] = set(run.data.params)
         self._last_step[run_id] = {
@@ -296,6 +298,13 @@ class Recorder:
             return
         what = f"logging artifact {Path(path).name}"
         self._retry(what, self.client.log_artifact, run_id, str(path), artifact_path)
+
+    def log_artifacts(self, run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
+        """Log every file under a local folder under ``artifact_path``."""
+        if not self.writes or not run_id:
+            return
+        what = f"logging the folder {Path(folder).name}"
+        self._retry(what, self.client.log_artifacts, run_id, str(folder), artifact_path)
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         """Log ``text`` as the artifact ``name`` (``folder/file.txt`` allowed)."""
@@ -394,11 +403,12 @@ def _transient(error: BaseException) -> bool:
         "ReadTimeout",
         "Timeout",
         "MaxRetryError",
+        "RetryError",
         "OperationalError",
     }:
         return True
     code = getattr(error, "error_code", "")
-    return code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED")
+    return code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
 
 
 def _chain(error: BaseException | None) -> Iterator[BaseException]:

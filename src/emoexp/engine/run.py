@@ -166,12 +166,13 @@ def _open(recorder: Recorder, plan: RunPlan, experiment_id: str, resumed: resumi
             "MLflow run %s in %s (experiment %s)", run_id, recorder.tracking_uri, plan.cfg.tracking.experiment
         )
     else:
-        run_id = resumed.run_id if recorder.writes else ""
+        # A DDP rank > 0 reads the run (finished folds) but writes nothing: its recorder does not write.
+        run_id = resumed.run_id
         recorder.reopen(run_id, resumed.resumes)
         log.info("Resuming MLflow run %s from %s", resumed.run_id, plan.cfg.paths.output_dir)
     recorder.hold(run_id)
     try:
-        if resumed is not None and (resumed.changed or resumed.was_failed):
+        if resumed is not None and recorder.writes and (resumed.changed or resumed.was_failed):
             _rewrite_forced(recorder, plan, resumed, lineage)
         elif resumed is not None:
             recorder.protect(run_id)

@@ -78,7 +78,7 @@ def cached_backbone_features(
         "featurizer_params": featurizer.params(),
         "featurizer_state": hashlib.sha256(repr(featurizer.state_dict()).encode()).hexdigest()[:16],
         "net": type(net).__qualname__,
-        "layer_pooling": getattr(net, "layer_pooling", None),
+        "layer_pooling": net.backbone_variant(),
         "weights": weights_digest(net.backbone_layers()),
     }
     key = content_key(manifest, params, "BackboneFeatures")

@@ -47,6 +47,10 @@ class ModelCapabilities:
         """The modalities a fusion network combines, in its order; empty for a unimodal network."""
         return ()
 
+    def backbone_variant(self) -> str | None:
+        """What, besides the weights, changes :meth:`backbone_features` (part of its cache key)."""
+        return None
+
 
 def capabilities(net: nn.Module) -> ModelCapabilities:
     """``net``'s declared capabilities; a network that declares none offers none.

@@ -79,6 +79,10 @@ class SpeechEncoderClassifier(ModelCapabilities, nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(config.hidden_size, num_outputs)
 
+    def backbone_variant(self) -> str | None:
+        """The layer pooling: it decides which hidden states the cached features hold."""
+        return self.layer_pooling
+
     def backbone_layers(self) -> list[nn.Module]:
         """Encoder layers bottom-up: ``[feature encoder and projection (stem), block_0, ...]``."""
         return hf_layer_groups(self.encoder)

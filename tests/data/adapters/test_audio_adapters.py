@@ -360,8 +360,8 @@ def test_iemocap_bad_inputs(tmp_path, files):
     problems = " ".join(report["problem"])
     assert "label 'abc' is not an IEMOCAP code" in problems
     assert "outside" in problems and "Bliss" in problems
-    assert f"{evaluation} line 10" in report["file"].tolist()
-    with pytest.raises(CorpusError, match=r"Ses01F_impro01.txt line 4: annotator line"):
+    assert f"{evaluation} line 10 (file line)" in report["file"].tolist()
+    with pytest.raises(CorpusError, match=r"Ses01F_impro01.txt line 4 \(file line\): annotator line"):
         load_iemocap(root)
 
 
@@ -369,10 +369,15 @@ def test_iemocap_non_utf8_evaluation_line(tmp_path, files):
     root = _make_iemocap(tmp_path / "iemocap", files)
     evaluation = root / "Session2/dialog/EmoEvaluation/Ses02M_script01_1.txt"
     evaluation.write_bytes(EVALUATION_2.encode() + b"C-E2:\t\xff\xfeAnger;\t()\n")
-    with pytest.raises(CorpusError, match=r"Ses02M_script01_1.txt line 8: is not valid utf-8"):
+    with pytest.raises(CorpusError, match=r"Ses02M_script01_1.txt line 8 \(file line\): is not valid utf-8"):
         load_iemocap(root)
     manifest = load_iemocap(root, on_error="skip")
     assert len(manifest) == 5 and len(skipped_report(manifest)) == 1
+    # A line after an undecodable one is reported under its own line number in the file.
+    evaluation.write_bytes(EVALUATION_2.replace("\tsad\t", "\txyz\t").encode().replace(b"Anger", b"\xffnger"))
+    assert b"xyz" in evaluation.read_bytes().split(b"\n")[6 - 1]
+    report = skipped_report(load_iemocap(root, on_error="skip"))
+    assert report["file"].tolist() == [f"{evaluation} line 4 (file line)", f"{evaluation} line 6 (file line)"]
 
 
 def test_iemocap_without_sessions_is_a_clear_error(tmp_path):

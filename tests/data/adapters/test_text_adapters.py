@@ -134,22 +134,38 @@ def test_goemotions_tsv_config_reads_the_repository_layout(tmp_path):
 
 
 BAD_ROWS = [
-    ("csv", b"text,label\nfine,anger\n,anger\n", "row 2: has an empty or missing text"),
-    ("csv", b"text,label\nfine,anger\n   ,anger\n", "row 2: has an empty or missing text"),
+    (
+        "csv",
+        b"text,label\nfine,anger\n,anger\n",
+        "line 3 (file line, header counted): has an empty or missing text",
+    ),
+    (
+        "csv",
+        b"text,label\nfine,anger\n   ,anger\n",
+        "line 3 (file line, header counted): has an empty or missing text",
+    ),
     ("csv", b"text,label\nfine,anger\nnot fine,grumpy\n", "label(s) ['grumpy'] are outside"),
-    ("csv", b"text,label\nfine,anger\ncaf\xe9,anger\n", "line 3: is not valid utf-8"),
+    ("csv", b"text,label\nfine,anger\ncaf\xe9,anger\n", "line 3 (file line): is not valid utf-8"),
     (
         "jsonl",
         b'{"text": "fine", "label": "anger"}\n{"text": "x", "label": "mood"}\n',
-        "line 2: label(s) ['mood']",
+        "line 2 (file line): label(s) ['mood']",
     ),
-    ("jsonl", b'{"text": "fine", "label": "anger"}\n{"text": "x", "label": \n', "line 2: is not valid JSON"),
+    (
+        "jsonl",
+        b'{"text": "fine", "label": "anger"}\n{"text": "x", "label": \n',
+        "line 2 (file line): is not valid JSON",
+    ),
     (
         "jsonl",
         b'{"text": "fine", "label": "anger"}\n{"text": "\xff", "label": "fear"}\n',
-        "line 2: is not valid utf-8",
+        "line 2 (file line): is not valid utf-8",
     ),
-    ("jsonl", b'{"text": "fine", "label": "anger"}\n{"text": "", "label": "fear"}\n', "line 2: has an empty"),
+    (
+        "jsonl",
+        b'{"text": "fine", "label": "anger"}\n{"text": "", "label": "fear"}\n',
+        "line 2 (file line): has an empty",
+    ),
 ]
 
 
@@ -166,6 +182,72 @@ def test_text_bad_rows_raise_naming_the_file_or_are_skipped(tmp_path, suffix, co
     assert len(report) == 1 and report["file"].iloc[0].startswith(str(path))
 
 
+def _line(path: Path, number: int) -> bytes:
+    """Line ``number`` (1-based) of the file on disk, as an editor numbers it."""
+    return path.read_bytes().split(b"\n")[number - 1]
+
+
+def test_csv_skips_report_file_lines_after_an_undecodable_line(tmp_path):
+    path = tmp_path / "corpus.csv"
+    path.write_bytes(
+        b"text,label\n"  # 1
+        b"fine,anger\n"  # 2
+        b"caf\xe9 au lait,happiness\n"  # 3: not UTF-8
+        b'"two\nlines",fear\n'  # 4-5: one quoted record
+        b"\n"  # 6: blank
+        b",sadness\n"  # 7: empty text
+        b"hmm,grumpy\n"  # 8: unknown label
+        b"a,b,c\n"  # 9: too many fields
+        b"last,surprise\n"  # 10
+    )
+    manifest = load_text_table(path, on_error="skip")
+    assert manifest[schema.TEXT].tolist() == ["fine", "two\nlines", "last"]
+    report = skipped_report(manifest)
+    header = "(file line, header counted)"
+    problems = dict(zip(report["file"], report["problem"], strict=True))
+    assert len(problems) == len(report) == 4
+    assert problems[f"{path} line 3 (file line)"].startswith("is not valid utf-8")
+    assert problems[f"{path} line 7 {header}"].startswith("has an empty or missing text")
+    assert problems[f"{path} line 8 {header}"].startswith("label(s) ['grumpy']")
+    assert problems[f"{path} line 9 {header}"].startswith("has 3 fields, more than there are columns")
+    # The numbers point at the offending lines of the file itself.
+    assert b"\xe9" in _line(path, 3) and _line(path, 7) == b",sadness" and b"grumpy" in _line(path, 8)
+    # on_error=raise names the same line as the first problem.
+    with pytest.raises(CorpusError, match=r"corpus\.csv line 3 \(file line\): is not valid utf-8"):
+        load_text_table(path)
+    path.write_bytes(path.read_bytes().replace(b"caf\xe9", b"cafe").replace(b",sadness", b"ok,sadness"))
+    # (pandas' own parser error calls this line 8: it counts the quoted two-line record once)
+    with pytest.raises(CorpusError, match=r"corpus\.csv line 9 \(file line, header counted\): has more"):
+        load_text_table(path)
+    path.write_bytes(path.read_bytes().replace(b"a,b,c", b"abc"))
+    with pytest.raises(CorpusError, match=r"corpus\.csv line 8 \(file line, header counted\): label"):
+        load_text_table(path)
+
+
+def test_headerless_tsv_and_jsonl_report_file_lines(tmp_path):
+    tsv = tmp_path / "corpus.tsv"
+    tsv.write_bytes(b"fine\tanger\n\xff\tjoy\nok\tfear\n\tsadness\n")
+    options = {"header": None, "names": ["text", "label"], "quoting": 3}
+    report = skipped_report(load_text_table(tsv, read_kwargs=options, on_error="skip"))
+    assert report["file"].tolist() == [f"{tsv} line 2 (file line)", f"{tsv} line 4 (file line)"]
+    jsonl = tmp_path / "corpus.jsonl"
+    jsonl.write_bytes(
+        b'{"text": "a", "label": "happiness"}\n{"text": "\xff"}\n\n{"text": "b", "label": "mood"}\n'
+    )
+    report = skipped_report(load_text_table(jsonl, on_error="skip"))
+    assert report["file"].tolist() == [f"{jsonl} line 2 (file line)", f"{jsonl} line 4 (file line)"]
+    assert b"mood" in _line(jsonl, 4)
+
+
+def test_csv_rows_are_named_by_position_when_read_kwargs_hide_the_lines(tmp_path):
+    path = tmp_path / "corpus.csv"
+    path.write_text("# exported 2024\ntext,label\nfine,anger\n,joy\n")
+    report = skipped_report(load_text_table(path, read_kwargs={"skiprows": 1}, on_error="skip"))
+    assert report["file"].tolist() == [
+        f"{path} data row 2 (counted after the header; file line unknown with these data.corpus.read_kwargs)"
+    ]
+
+
 def test_text_configuration_errors(tmp_path):
     with pytest.raises(CorpusError, match="does not exist"):
         load_text_table(tmp_path / "absent.csv")
@@ -175,7 +257,9 @@ def test_text_configuration_errors(tmp_path):
     columns = {"text_column": "utterance", "label_column": "emo", "mapping": {"joy": "happiness"}}
     held_out = tmp_path / "held_out.csv"
     held_out.write_text("utterance,emo,part\nyay,joy,train\nugh,anger,heldout\n")
-    with pytest.raises(CorpusError, match=r"row 2: split 'heldout' is not one of .*split_names\.heldout="):
+    with pytest.raises(
+        CorpusError, match=r"line 3 \(file line, header counted\): split 'heldout' is not one of"
+    ):
         load_text_table(held_out, split_column="part", **columns)
     mapped = load_text_table(held_out, split_column="part", split_names={"heldout": "test"}, **columns)
     assert mapped[schema.OFFICIAL_SPLIT].tolist() == ["train", "test"]

@@ -57,7 +57,9 @@ def test_fer2013_labels_official_splits_and_cached_pngs(tmp_path):
     ("line", "problem"),
     [
         (b"9," + _pixels(1).encode() + b",Training", "emotion '9' is not one of 0-6"),
-        (b"3,1 2 3,Training", "pixels are not 2304 integers in 0-255 (got 3 values)"),
+        (b"3,1 2 3,Training", "pixels has 3 values; expected 2304 (48x48 gray values)"),
+        (b"3," + " ".join(["7.5", *_pixels(3).split()[1:]]).encode() + b",Training", "non-integer value(s)"),
+        (b"3," + " ".join(["256", *_pixels(4).split()[1:]]).encode() + b",Training", "1 value(s) above 255"),
         (b"3," + _pixels(2).encode() + b",Nonsense", "Usage 'Nonsense'"),
         (b"3,\xff\xfe," + b"Training", "is not valid utf-8"),
     ],
@@ -66,14 +68,42 @@ def test_fer2013_bad_rows(tmp_path, line, problem):
     root = _make_fer(tmp_path / "fer", extra=[line])
     with pytest.raises(CorpusError) as error:
         load_fer2013(root, cache_dir=tmp_path / "cache")
-    assert problem in str(error.value) and "fer2013.csv" in str(error.value)
+    assert problem in str(error.value) and "fer2013.csv line 16 (file line" in str(error.value)
     manifest = load_fer2013(root, cache_dir=tmp_path / "cache", on_error="skip")
     assert len(manifest) == 14
     report = skipped_report(manifest)
     assert len(report) == 1 and problem in report["problem"].iloc[0]
+    assert report["file"].iloc[0].startswith(f"{root / 'fer2013.csv'} line 16 (file line")
     # The cache remembers the bad row: loading with on_error=raise still refuses.
     with pytest.raises(CorpusError, match=r"fer2013\.csv"):
         load_fer2013(root, cache_dir=tmp_path / "cache")
+
+
+def test_fer2013_short_pixels_report_the_real_count_and_file_line(tmp_path):
+    short = _pixels(5).split()[:2301]
+    rows = [
+        b"\xff\xfe,broken,Training",  # line 16: not UTF-8, left out
+        b"",  # line 17: blank
+        f"3,{' '.join(short)},Training".encode(),  # line 18
+        f"4,{' '.join([*short[:-1], '12.5'])},PublicTest".encode(),  # line 19: short and a float
+    ]
+    root = _make_fer(tmp_path / "fer", extra=rows)
+    csv = root / "fer2013.csv"
+    with pytest.raises(CorpusError, match=r"fer2013\.csv line 16 \(file line\): is not valid utf-8"):
+        load_fer2013(root, cache_dir=tmp_path / "cache")
+    manifest = load_fer2013(root, cache_dir=tmp_path / "cache2", on_error="skip")
+    assert manifest[schema.ID].tolist() == [f"fer2013_{i:05d}" for i in range(14)]
+    report = skipped_report(manifest)
+    short_problem = "pixels has 2301 values; expected 2304 (48x48 gray values)"
+    assert report["file"].tolist() == [
+        f"{csv} line 16 (file line)",
+        f"{csv} line 18 (file line, header counted)",
+        f"{csv} line 19 (file line, header counted)",
+    ]
+    assert report["problem"].tolist()[1:] == [short_problem, short_problem]
+    # The reported lines are the short rows of the file on disk.
+    lines = csv.read_bytes().split(b"\n")
+    assert [len(lines[n - 1].split(b",")[1].split()) for n in (18, 19)] == [2301, 2301]
 
 
 def test_fer2013_missing_root_and_columns(tmp_path):

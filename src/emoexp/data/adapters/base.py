@@ -3,7 +3,8 @@
 Bad input never passes silently. With ``on_error="raise"`` (the default) the first bad
 file or row raises a :class:`CorpusError` naming the file, the problem and the fix; with
 ``on_error="skip"`` it is left out and listed in ``manifest.attrs["skipped"]`` (see
-:func:`skipped_report`), which the runner logs as ``reports/skipped_files.csv``.
+:func:`skipped_report`), which the runner logs as ``reports/skipped_files.csv``. A bad row
+or line of a text file is named by its line in the file (:func:`file_line`).
 """
 
 from __future__ import annotations
@@ -197,14 +198,29 @@ def image_problem(path: Path) -> str | None:
 FILE_FIX = "Replace it with an intact copy from the corpus distribution, or delete it"
 
 
+def file_line(path: str | Path, number: int, header: bool = False) -> str:
+    """Where a line of a text file is, for messages: ``<path> line <n> (file line...)``.
+
+    Every line number an adapter reports is the 1-based line of the file as an editor shows
+    it (newline-separated, blank and undecodable lines counted), so ``sed -n <n>p`` prints it.
+
+    Args:
+        path: The file.
+        number: The 1-based line number in the file.
+        header: The file starts with a header line, which the numbering counts (say so, since
+            table tools often number data rows from the first row after the header).
+    """
+    return f"{path} line {number} (file line{', header counted' if header else ''})"
+
+
 def read_text(path: Path, problems: Problems, encoding: str = "utf-8") -> str:
     """Read a text file, reporting the lines that are not valid ``encoding``.
 
-    With ``on_error="skip"`` an undecodable line is dropped and listed; a byte-order mark
-    is ignored.
+    With ``on_error="skip"`` an undecodable line is listed and left empty in the returned
+    text, so that the lines after it keep their line numbers; a byte-order mark is ignored.
 
     Returns:
-        The decodable text.
+        The decodable text, with as many lines as the file.
     """
     data = path.read_bytes()
     try:
@@ -217,10 +233,11 @@ def read_text(path: Path, problems: Problems, encoding: str = "utf-8") -> str:
             lines.append(raw.decode(encoding).removeprefix("\ufeff"))
         except UnicodeDecodeError as error:
             problems(
-                f"{path} line {number}",
+                file_line(path, number),
                 f"is not valid {encoding} text ({error.reason} at byte {error.start} of the line)",
                 f"Re-save the file as {encoding} or pass data.corpus.encoding=<its encoding>",
             )
+            lines.append("")
     return "\n".join(lines)
 
 

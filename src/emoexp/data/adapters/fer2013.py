@@ -24,13 +24,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from emoexp.data import schema
-from emoexp.data.adapters.base import CorpusError, OnError, Problems, read_text, require_root
+from emoexp.data.adapters.base import CorpusError, OnError, Problems, file_line, read_text, require_root
 
 CORPUS = "fer2013"
 EMOTIONS: tuple[str, ...] = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
@@ -57,20 +58,51 @@ def _cache_key(path: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _parse_pixels(cell: str | None) -> tuple[np.ndarray | None, str | None]:
+    """Parse one ``pixels`` cell: ``(48x48 uint8 array, None)`` or ``(None, what is wrong)``.
+
+    The values are counted before they are parsed, so a short row is reported with its real
+    length even when it also holds a value that is not an integer.
+    """
+    tokens = (cell or "").split()
+    if len(tokens) != SIDE * SIDE:
+        return None, f"pixels has {len(tokens)} values; expected {SIDE * SIDE} ({SIDE}x{SIDE} gray values)"
+    bad = [(i, v) for i, v in enumerate(tokens) if not (v.isascii() and v.isdigit())]
+    if bad:
+        position, value = bad[0]
+        return None, f"pixels has {len(bad)} non-integer value(s), e.g. {value!r} (value {position + 1})"
+    pixels = np.array(tokens, dtype=np.int64)
+    if pixels.max() > 255:
+        return None, f"pixels has {int((pixels > 255).sum())} value(s) above 255 (max {pixels.max()})"
+    return pixels.astype(np.uint8).reshape(SIDE, SIDE), None
+
+
+def _records(text: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(file line, fields)`` of each non-blank CSV record (``read_text`` keeps line numbers)."""
+    reader = csv.reader(io.StringIO(text, newline="\n"))
+    start = 1
+    for fields in reader:
+        if fields:
+            yield start, fields
+        start = reader.line_num + 1
+
+
 def _decode_rows(path: Path, problems: Problems, image_dir: Path) -> list[dict]:
     """Validate every CSV row and write its face as ``image_dir/<id>.png``."""
     from PIL import Image
 
-    reader = csv.DictReader(io.StringIO(read_text(path, problems)))
-    missing = {"emotion", "pixels", "Usage"} - set(reader.fieldnames or ())
+    records = _records(read_text(path, problems))
+    _, header = next(records, (0, []))
+    missing = {"emotion", "pixels", "Usage"} - set(header)
     if missing:
         raise CorpusError(
-            f"{CORPUS}: {path} lacks column(s) {sorted(missing)} (header {reader.fieldnames}); "
+            f"{CORPUS}: {path} lacks column(s) {sorted(missing)} (header {header or None}); "
             f"expected {_LAYOUT}."
         )
     rows = []
-    for number, record in enumerate(reader, start=1):
-        where = f"{path} row {number}"
+    for number, (line, fields) in enumerate(records):
+        where = file_line(path, line, header=True)
+        record = dict(zip(header, fields, strict=False))
         label, usage = (record.get("emotion") or "").strip(), (record.get("Usage") or "").strip()
         if label not in {str(i) for i in range(len(EMOTIONS))}:
             problems(where, f"emotion {label!r} is not one of 0-6", _FIX_ROW)
@@ -78,18 +110,14 @@ def _decode_rows(path: Path, problems: Problems, image_dir: Path) -> list[dict]:
         if usage not in USAGE:
             problems(where, f"Usage {usage!r} is not one of {list(USAGE)}", _FIX_ROW)
             continue
-        try:
-            pixels = np.array((record.get("pixels") or "").split(), dtype=np.int64)
-        except ValueError:
-            pixels = np.array([], dtype=np.int64)
-        if pixels.size != SIDE * SIDE or pixels.min() < 0 or pixels.max() > 255:
-            problems(
-                where, f"pixels are not {SIDE * SIDE} integers in 0-255 (got {pixels.size} values)", _FIX_ROW
-            )
+        pixels, problem = _parse_pixels(record.get("pixels"))
+        if problem is not None:
+            problems(where, problem, _FIX_ROW)
             continue
-        sample_id = f"{CORPUS}_{number - 1:05d}"
+        # Ids number the data records (blank lines aside), as the distribution's row order does.
+        sample_id = f"{CORPUS}_{number:05d}"
         image = image_dir / f"{sample_id}.png"
-        Image.fromarray(pixels.astype(np.uint8).reshape(SIDE, SIDE)).save(image)
+        Image.fromarray(pixels).save(image)
         rows.append(
             {
                 schema.ID: sample_id,

@@ -29,6 +29,7 @@ from emoexp.data.adapters.base import (
     OnError,
     Problems,
     audio_problem,
+    file_line,
     gender_word,
     read_text,
     require_root,
@@ -118,9 +119,10 @@ def parse_evaluation(path: Path, problems: Problems) -> list[dict]:
     """
     turns: list[dict] = []
     current: dict | None = None
-    for number, line in enumerate(read_text(path, problems).splitlines(), start=1):
+    # split("\n"), not splitlines(): line numbers must be the file's (see base.file_line).
+    for number, line in enumerate(read_text(path, problems).split("\n"), start=1):
         line = line.strip()
-        where = f"{path} line {number}"
+        where = file_line(path, number)
         if line.startswith("["):
             current, problem = _turn(line)
             if current is None:

@@ -91,6 +91,35 @@ def _read_metadata(path: Path, base: Path) -> pd.DataFrame:
     return frame.set_index("path")
 
 
+def _add_subject(
+    row: dict,
+    path: Path,
+    relative: Path,
+    meta: pd.DataFrame | None,
+    pattern: re.Pattern[str] | None,
+    problems: Problems,
+) -> bool:
+    """Set the row's subject (and groups) from the metadata or the file name; ``False`` if it has none."""
+    key = relative.as_posix()
+    if meta is not None:
+        if key not in meta.index:
+            problems(path, "has no row in the metadata CSV", f"Add a row '{key},<subject>,...'")
+            return False
+        record = meta.loc[key]
+        if pd.isna(record["subject"]):
+            problems(path, "has no subject in the metadata CSV", "Fill its subject column")
+            return False
+        row[schema.SPEAKER] = record["subject"]
+        row.update({f"group_{c}": record[c] for c in meta.columns if c != "subject"})
+    elif pattern is not None:
+        match = pattern.search(path.name)
+        if not match:
+            problems(path, f"file name does not match subject_pattern {pattern.pattern!r}", "Fix the pattern")
+            return False
+        row[schema.SPEAKER] = match.group(1)
+    return True
+
+
 def load_image_folder(
     root: str | Path,
     mapping: Mapping[str, str | None] | None = None,
@@ -162,25 +191,6 @@ def load_image_folder(
         }
         if split_layout:
             row[schema.OFFICIAL_SPLIT] = SPLIT_NAMES[relative.parts[0].lower()]
-        if meta is not None:
-            if relative.as_posix() not in meta.index:
-                problems(
-                    path, "has no row in the metadata CSV", f"Add a row '{relative.as_posix()},<subject>,...'"
-                )
-                continue
-            record = meta.loc[relative.as_posix()]
-            if pd.isna(record["subject"]):
-                problems(path, "has no subject in the metadata CSV", "Fill its subject column")
-                continue
-            row[schema.SPEAKER] = record["subject"]
-            row.update({f"group_{c}": record[c] for c in meta.columns if c != "subject"})
-        elif pattern is not None:
-            match = pattern.search(path.name)
-            if not match:
-                problems(
-                    path, f"file name does not match subject_pattern {subject_pattern!r}", "Fix the pattern"
-                )
-                continue
-            row[schema.SPEAKER] = match.group(1)
-        rows.append(row)
+        if _add_subject(row, path, relative, meta, pattern, problems):
+            rows.append(row)
     return problems.finish(rows, root)

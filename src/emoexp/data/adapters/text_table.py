@@ -13,6 +13,7 @@ onto canonical emotions for ``emotion`` through ``mapping``.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
@@ -31,6 +32,7 @@ from emoexp.data.adapters.base import (
     CorpusError,
     OnError,
     Problems,
+    file_line,
     read_text,
     require_root,
 )
@@ -240,6 +242,116 @@ def _format_of(path: Path, fmt: str | None, read_kwargs: Mapping[str, Any]) -> s
     )
 
 
+def _csv_options(fmt: str, read_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``pandas.read_csv`` options: the format's separator and text cells, then ``read_kwargs``."""
+    return {"sep": "\t" if fmt == "tsv" else ",", "dtype": str, **(read_kwargs or {})}
+
+
+# read_csv options under which every data row is one non-blank CSV record after the header, so
+# its file line can be told (the python csv module tokenizes like pandas under them). Any other
+# option (skiprows, comment, nrows, ...) may drop records: rows are then named by position.
+_LINE_SAFE_OPTIONS = frozenset(
+    {
+        *("sep", "delimiter", "header", "names", "dtype", "usecols", "converters"),
+        *("na_values", "keep_default_na", "na_filter", "true_values", "false_values"),
+        *("quotechar", "quoting", "escapechar", "doublequote", "engine", "on_bad_lines"),
+    }
+)
+
+
+@dataclass
+class _CsvLines:
+    """File lines (1-based) where the rows of a CSV text start, as ``pandas.read_csv`` reads it."""
+
+    rows: list[int]
+    """Line of each data row pandas keeps."""
+    malformed: list[int]
+    """Line of each record with more fields than columns (pandas' bad lines), in file order."""
+    header: bool
+    """The text has a header line."""
+
+
+def _csv_lines(text: str, options: Mapping[str, Any]) -> _CsvLines | None:
+    """Tell where each data row of a CSV text starts, tokenizing it as ``pandas.read_csv`` will.
+
+    Blank records are skipped and the header (``header=N``: the first N+1 records) dropped, as
+    pandas does. Records span several lines when a quoted field holds a newline.
+
+    Returns:
+        The lines, or ``None`` when ``options`` make them unknowable.
+    """
+    header = options.get("header", "infer")
+    if header == "infer":
+        header = None if options.get("names") is not None else 0
+    sep = options.get("sep", options.get("delimiter", ","))
+    simple_header = header is None or (isinstance(header, int) and not isinstance(header, bool))
+    if set(options) - _LINE_SAFE_OPTIONS or not simple_header or not isinstance(sep, str) or len(sep) != 1:
+        return None
+    reader = csv.reader(
+        io.StringIO(text, newline="\n"),
+        delimiter=sep,
+        quotechar=options.get("quotechar", '"'),
+        quoting=options.get("quoting", csv.QUOTE_MINIMAL),
+        escapechar=options.get("escapechar"),
+        doublequote=options.get("doublequote", True),
+    )
+    records, start = [], 1
+    try:
+        for fields in reader:
+            if len(fields) > 1 or (fields and fields[0].strip()):
+                records.append((start, fields))
+            start = reader.line_num + 1
+    except csv.Error:
+        return None
+    body = records if header is None else records[header + 1 :]
+    if options.get("names") is not None:
+        width = len(options["names"])
+    elif header is not None:
+        width = len(records[header][1]) if len(records) > header else 0
+    else:
+        width = len(body[0][1]) if body else 0
+    return _CsvLines(
+        rows=[line for line, fields in body if len(fields) <= width],
+        malformed=[line for line, fields in body if len(fields) > width],
+        header=header is not None,
+    )
+
+
+def _read_csv(
+    path: Path, text: str, fmt: str, problems: Problems, read_kwargs: Mapping[str, Any] | None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Read a CSV/TSV text, reporting malformed lines; return the table and each row's location."""
+    options = _csv_options(fmt, read_kwargs)
+    lines = _csv_lines(text, options)
+    malformed: list[list[str]] = []
+    if problems.on_error == "skip":
+        # The python engine hands lines with too many fields to a callable (which drops them).
+        options.update(engine="python", on_bad_lines=malformed.append)
+    try:
+        frame = pd.read_csv(io.StringIO(text), **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        if lines is not None and lines.malformed:
+            problems(
+                file_line(path, lines.malformed[0], lines.header),
+                "has more fields than there are columns",
+                _FIX_ROW,
+            )
+        raise CorpusError(
+            f"{problems.corpus}: {path}: cannot be parsed as {fmt.upper()} ({error})."
+        ) from error
+    if lines is not None and len(lines.rows) == len(frame) and len(lines.malformed) == len(malformed):
+        where = [file_line(path, line, lines.header) for line in lines.rows]
+        malformed_where = [file_line(path, line, lines.header) for line in lines.malformed]
+    else:
+        # The options hide which records became rows: name rows by position, never by a wrong line.
+        unknown = "file line unknown with these data.corpus.read_kwargs"
+        where = [f"{path} data row {i + 1} (counted after the header; {unknown})" for i in range(len(frame))]
+        malformed_where = [f"{path} ({unknown})"] * len(malformed)
+    for place, fields in zip(malformed_where, malformed, strict=True):
+        problems(place, f"has {len(fields)} fields, more than there are columns ({fields[:3]}...)", _FIX_ROW)
+    return frame, where
+
+
 def read_table(
     path: Path,
     fmt: str,
@@ -250,31 +362,21 @@ def read_table(
     """Read one CSV/TSV/JSONL/JSON file, reporting undecodable and malformed lines.
 
     Returns:
-        The table and, per row, its location for messages (``file row N`` / ``file line N``).
+        The table and, per row, its location for messages: ``<file> line N (file line...)``,
+        the 1-based line of the file that holds the row (see :func:`~.base.file_line`), or
+        ``<file> record N`` for the N-th object of a JSON array.
     """
     text = read_text(path, problems, encoding)
     if fmt in ("csv", "tsv"):
-        kwargs = {"sep": "\t" if fmt == "tsv" else ",", "dtype": str, **(read_kwargs or {})}
-        if problems.on_error == "skip":
-            kwargs.update(
-                engine="python",
-                on_bad_lines=lambda fields: problems(
-                    path, f"malformed line with {len(fields)} fields ({fields[:3]}...)", _FIX_ROW
-                ),
-            )
-        try:
-            frame = pd.read_csv(io.StringIO(text), **kwargs)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-            raise CorpusError(
-                f"{problems.corpus}: {path}: cannot be parsed as {fmt.upper()} ({error})."
-            ) from error
-        return frame, [f"{path} row {i + 1}" for i in range(len(frame))]
+        return _read_csv(path, text, fmt, problems, read_kwargs)
     if fmt == "json" and text.lstrip().startswith("["):
         try:
             records = json.loads(text)
         except json.JSONDecodeError as error:
             raise CorpusError(f"{problems.corpus}: {path}: invalid JSON ({error}).") from error
-        return pd.DataFrame(records), [f"{path} record {i + 1}" for i in range(len(records))]
+        return pd.DataFrame(records), [
+            f"{path} record {i + 1} (of the JSON array)" for i in range(len(records))
+        ]
     records, where = [], []
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -282,13 +384,13 @@ def read_table(
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            problems(f"{path} line {number}", f"is not valid JSON ({error.msg})", _FIX_ROW)
+            problems(file_line(path, number), f"is not valid JSON ({error.msg})", _FIX_ROW)
             continue
         if not isinstance(record, dict):
-            problems(f"{path} line {number}", "is not a JSON object", _FIX_ROW)
+            problems(file_line(path, number), "is not a JSON object", _FIX_ROW)
             continue
         records.append(record)
-        where.append(f"{path} line {number}")
+        where.append(file_line(path, number))
     return pd.DataFrame(records), where
 
 

@@ -194,7 +194,6 @@ def stage_metrics(scheme: Any, outputs: Any, targets: dict[str, Any], prefix: st
 
 
 @contextlib.contextmanager
-@contextlib.contextmanager
 def _tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at ``uri`` for the block, leaving the caller's setting as it was."""
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
