@@ -296,47 +296,65 @@ def check_overrides(
         _compose(config_name, overrides, conf_dir)
         return None
     except MissingConfigException as error:
-        group, _, name = (error.missing_cfg_file or "").rpartition("/")
-        options = list(error.options or [])
-        if not group or not options:
-            return UsageError(str(error).split("\n\n")[0].strip())
-        return UsageError(
-            f"{group}={name}: no such option in group {group!r};{did_you_mean(name, options)} "
-            f"options: {', '.join(options)}."
-        )
+        return _missing_option_error(error)
     except OverrideParseException as error:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        parser = OverridesParser.create()
-        for override in overrides:
-            try:
-                parser.parse_overrides([override])
-            except OverrideParseException as bad:
-                if "=" not in override:
-                    return UsageError(f"{override!r} is not key=value or group=option.")
-                first = str(bad).splitlines()[0]
-                return UsageError(f"cannot parse {override!r} ({first}); write key=value or group=option.")
-        return UsageError(f"cannot parse the overrides: {str(error).splitlines()[0]}")
+        return _parse_error(error, overrides)
     except HydraException as error:
-        match = re.search(r"Could not override '([^']+)'", str(error))
-        if not match:
-            return UsageError(str(error).split("\n\n")[0].strip())
-        key = match.group(1)
-        rest = [o for o in overrides if o.partition("=")[0].lstrip("+~") != key]
-        base = None
-        for attempt in (rest, []):
-            try:
-                base = _compose(config_name, attempt, conf_dir)
-                break
-            except Exception:  # the other overrides do not compose either: suggest from the defaults
-                continue
-        hint = _key_suggestion(key, base, config_groups(conf_dir)) if base is not None else ""
-        return UsageError(
-            f"unknown option {key!r};{hint or ' the config has no such key'} "
-            f"(`{prog} --help` lists the options; +{key}=... adds a new key)"
-        )
+        return _unknown_key_error(error, config_name, overrides, conf_dir, prog)
     except Exception:  # not a composition error: let Hydra report it the way it does
         return None
+
+
+def _missing_option_error(error: Any) -> UsageError:
+    """``group=option`` naming no option of the group: the closest options."""
+    group, _, name = (error.missing_cfg_file or "").rpartition("/")
+    options = list(error.options or [])
+    if not group or not options:
+        return UsageError(str(error).split("\n\n")[0].strip())
+    return UsageError(
+        f"{group}={name}: no such option in group {group!r};{did_you_mean(name, options)} "
+        f"options: {', '.join(options)}."
+    )
+
+
+def _parse_error(error: Exception, overrides: Sequence[str]) -> UsageError:
+    """The first override Hydra's grammar cannot parse, and how to write it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException as bad:
+            if "=" not in override:
+                return UsageError(f"{override!r} is not key=value or group=option.")
+            first = str(bad).splitlines()[0]
+            return UsageError(f"cannot parse {override!r} ({first}); write key=value or group=option.")
+    return UsageError(f"cannot parse the overrides: {str(error).splitlines()[0]}")
+
+
+def _unknown_key_error(
+    error: Exception, config_name: str, overrides: Sequence[str], conf_dir: Any, prog: str
+) -> UsageError:
+    """A key the config does not have: its closest existing keys."""
+    match = re.search(r"Could not override '([^']+)'", str(error))
+    if not match:
+        return UsageError(str(error).split("\n\n")[0].strip())
+    key = match.group(1)
+    rest = [o for o in overrides if o.partition("=")[0].lstrip("+~") != key]
+    base = None
+    for attempt in (rest, []):
+        try:
+            base = _compose(config_name, attempt, conf_dir)
+            break
+        except Exception:  # the other overrides do not compose either: suggest from the defaults
+            continue
+    hint = _key_suggestion(key, base, config_groups(conf_dir)) if base is not None else ""
+    return UsageError(
+        f"unknown option {key!r};{hint or ' the config has no such key'} "
+        f"(`{prog} --help` lists the options; +{key}=... adds a new key)"
+    )
 
 
 def _raw(container: Any, key: str) -> Any:

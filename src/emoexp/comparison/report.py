@@ -338,45 +338,36 @@ def log_comparison(
     Returns:
         The comparison run's id.
     """
-    import mlflow
+    from emoexp.engine.recorder import Recorder
 
-    from emoexp.tracking.store import ensure_experiment
-
-    experiment_id = ensure_experiment(client.tracking_uri, experiment)
+    recorder = Recorder(client.tracking_uri)
     run_ids = [r.run_id for s in comparison.systems for r in s.runs]
-    run = client.create_run(
-        experiment_id,
-        run_name=f"compare-{name}",
-        tags={
-            "emoexp.kind": KIND,
-            "comparison.name": name,
-            "comparison.metric": comparison.metric,
-            "comparison.runs": ",".join(run_ids)[:5000],
-            "label_scheme": next(iter(comparison.systems[0].runs)).tags.get("label_scheme", ""),
-        },
-    )
-    run_id = run.info.run_id
+    tags = {
+        "emoexp.kind": KIND,
+        "comparison.name": name,
+        "comparison.metric": comparison.metric,
+        "comparison.runs": ",".join(run_ids)[:5000],
+        "label_scheme": next(iter(comparison.systems[0].runs)).tags.get("label_scheme", ""),
+    }
+    run_id = recorder.create_run(recorder.experiment_id(experiment), f"compare-{name}", tags)
     try:
-        params = [
-            mlflow.entities.Param(k, str(v)[:6000]) for k, v in selection.items() if v not in (None, "")
-        ]
-        timestamp = int(time.time() * 1000)
-        metrics = [
-            mlflow.entities.Metric(
-                _metric_key(f"{row.system}/{comparison.metric}"), float(row.mean), timestamp, 0
-            )
-            for row in comparison.leaderboard.itertuples()
-            if np.isfinite(row.mean)
-        ]
-        client.log_batch(run_id, metrics=metrics, params=params)
+        recorder.log_params(run_id, {k: str(v)[:6000] for k, v in selection.items() if v not in (None, "")})
+        recorder.log_metrics(
+            run_id,
+            {
+                _metric_key(f"{row.system}/{comparison.metric}"): float(row.mean)
+                for row in comparison.leaderboard.itertuples()
+                if np.isfinite(row.mean)
+            },
+        )
         # Only the report's own files: the folder may hold other things (an experiment's scripts, its store).
-        for name in ("report.md", "report.html"):
-            client.log_artifact(run_id, str(folder / name), "report")
-        client.log_artifacts(run_id, str(folder / "report_files"), "report/report_files")
+        for file in ("report.md", "report.html"):
+            recorder.log_artifact(run_id, folder / file, "report")
+        recorder.log_artifacts(run_id, folder / "report_files", "report/report_files")
     except BaseException:
-        client.set_terminated(run_id, "FAILED")
+        recorder.end(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED")
+    recorder.end(run_id, "FINISHED")
     return run_id
 
 

@@ -231,6 +231,12 @@ class Recorder:
             "setting tags", self.client.log_batch, run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]
         )
 
+    def delete_tag(self, run_id: str, key: str) -> None:
+        """Remove tag ``key`` from the run."""
+        if not self.writes or not run_id:
+            return
+        self._retry("deleting a tag", self.client.delete_tag, run_id, key)
+
     def log_params(self, run_id: str, params: dict[str, str]) -> None:
         """Log params (in batches of 100); on a protected run, params it has are skipped."""
         if not self.writes or not run_id:

@@ -148,7 +148,9 @@ def _held(run: Any) -> bool:
     lease = Lease.parse(run.data.tags.get(LEASE_TAG))
     if lease is not None:
         return lease.is_live()
-    return (time.time() - run.info.start_time / 1000) < GRACE_S
+    # A RUNNING run without a lease was either created a moment ago (its lease is being written)
+    # or left by a process that predates leases; an ended run is held by nobody.
+    return run.info.status == "RUNNING" and (time.time() - run.info.start_time / 1000) < GRACE_S
 
 
 def plan_resume(recorder: Recorder, cfg: DictConfig, experiment: str, fingerprint: str) -> ResumePlan | None:

@@ -205,7 +205,7 @@ def _rewrite_forced(recorder: Recorder, plan: RunPlan, resumed: resuming.ResumeP
     if resumed.changed:
         recorder.set_tags(run_id, {"emoexp.params_stale": ",".join(sorted(resumed.changed))[:5000]})
     if resumed.was_failed:
-        recorder.client.delete_tag(run_id, "error")
+        recorder.delete_tag(run_id, "error")
         if any(a.path == "error.txt" for a in recorder.client.list_artifacts(run_id)):
             recorder.log_artifact(run_id, recorder.client.download_artifacts(run_id, "error.txt"), "previous")
     recorder.protect(run_id)

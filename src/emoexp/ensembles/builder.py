@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -180,29 +177,28 @@ def log_ensemble(
     The run records what a training run records where it applies: the training runs' metric
     names (``val/*``, ``test/*``, ``val/<monitor>_best``), ``predictions.csv``, the confusion
     matrix, per-class, per-group and calibration reports, and a ``config.yaml`` holding the
-    label scheme (so an ensemble can itself be compared or ensembled).
+    label scheme (so an ensemble can itself be compared or ensembled). Everything is written
+    through a :class:`~emoexp.engine.recorder.Recorder` on ``client``'s store.
 
     Returns:
         The new run's id.
     """
     from emoexp.engine.epilogue import record_report
-    from emoexp.engine.recorder import Recorder
-    from emoexp.tracking.store import ensure_experiment
+    from emoexp.engine.recorder import ERROR_TAG, Recorder
 
+    recorder = Recorder(client.tracking_uri)
     tags = _ensemble_tags(ensemble)
-    experiment_id = ensure_experiment(client.tracking_uri, experiment)
-    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    run_id = recorder.create_run(recorder.experiment_id(experiment), run_name, tags)
     try:
-        _log_values(client, run_id, ensemble, tags, selection)
-        _log_files(client, run_id, ensemble, tags)
-        recorder = Recorder(client.tracking_uri)
+        _log_values(recorder, run_id, ensemble, tags, selection)
+        _log_files(recorder, run_id, ensemble, tags)
         record_report(recorder, run_id, ensemble.scheme, ensemble.predictions)
-        recorder.flush()  # the recorder buffers report metrics (test/ece) until flushed
+        recorder.flush()  # the recorder buffers metrics until flushed
     except BaseException as error:
-        client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
-        client.set_terminated(run_id, "FAILED")
+        recorder.set_tags(run_id, {ERROR_TAG: f"{type(error).__name__}: {error}"[:5000]})
+        recorder.end(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED")
+    recorder.end(run_id, "FINISHED")
     return run_id
 
 
@@ -233,28 +229,20 @@ def _ensemble_tags(ensemble: Ensemble) -> dict[str, str]:
 
 
 def _log_values(
-    client: Any, run_id: str, ensemble: Ensemble, tags: dict[str, str], selection: dict[str, Any] | None
+    recorder: Any, run_id: str, ensemble: Ensemble, tags: dict[str, str], selection: dict[str, Any] | None
 ) -> None:
-    """Log the finite metrics and the ensemble's parameters (with the selection) in one batch."""
-    import mlflow
-
+    """Log the finite metrics and the ensemble's parameters (with the selection)."""
     params = {
         "ensemble.method": ensemble.method,
         "ensemble.members": tags["ensemble.members"],
         "ensemble.size": len(ensemble.members),
         **(selection or {}),
     }
-    timestamp = int(time.time() * 1000)
-    client.log_batch(
-        run_id,
-        metrics=[
-            mlflow.entities.Metric(k, v, timestamp, 0) for k, v in ensemble.metrics.items() if np.isfinite(v)
-        ],
-        params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items() if v not in (None, "")],
-    )
+    recorder.log_params(run_id, {k: str(v)[:6000] for k, v in params.items() if v not in (None, "")})
+    recorder.log_metrics(run_id, {k: v for k, v in ensemble.metrics.items() if np.isfinite(v)})
 
 
-def _log_files(client: Any, run_id: str, ensemble: Ensemble, tags: dict[str, str]) -> None:
+def _log_files(recorder: Any, run_id: str, ensemble: Ensemble, tags: dict[str, str]) -> None:
     """Log ``predictions.csv``, ``ensemble.json`` (members, weights) and ``config.yaml``."""
     import yaml
 
@@ -282,13 +270,9 @@ def _log_files(client: Any, run_id: str, ensemble: Ensemble, tags: dict[str, str
         "label_scheme": ensemble.members[0].scheme_config,
         "ensemble": {"method": ensemble.method, "members": [r.run_id for r in runs]},
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        ensemble.predictions.to_csv(folder / "predictions.csv", index=False)
-        (folder / "ensemble.json").write_text(json.dumps(record, indent=2))
-        (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        for name in ("predictions.csv", "ensemble.json", "config.yaml"):
-            client.log_artifact(run_id, str(folder / name))
+    recorder.log_frame(run_id, ensemble.predictions, "predictions.csv")
+    recorder.log_text(run_id, json.dumps(record, indent=2), "ensemble.json")
+    recorder.log_text(run_id, yaml.safe_dump(config, sort_keys=False), "config.yaml")
 
 
 def members_experiment(ensemble: Ensemble, default: str = "emoexp-ensembles") -> str:

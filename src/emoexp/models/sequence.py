@@ -26,7 +26,7 @@ class LSTMClassifier(ModelCapabilities, nn.Module):
         max_length: Unused; accepted so text featurizer kwargs bind.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (a Hydra _target_: one argument per config key)
         self,
         num_outputs: int,
         input_size: int | None = None,

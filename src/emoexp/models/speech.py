@@ -35,7 +35,7 @@ class SpeechEncoderClassifier(ModelCapabilities, nn.Module):
 
     supports_backbone_cache = True  # backbone_features is what the head pools; forward accepts it
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (a Hydra _target_: one argument per config key)
         self,
         num_outputs: int,
         pretrained: str | None = None,

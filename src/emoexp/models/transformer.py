@@ -29,7 +29,7 @@ class TextTransformer(ModelCapabilities, nn.Module):
 
     supports_backbone_cache = True  # backbone_features is what the head reads; forward accepts it
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (a Hydra _target_: one argument per config key)
         self,
         num_outputs: int,
         vocab_size: int,

@@ -98,55 +98,66 @@ def read_inputs(
         InputError: If the input does not exist, is empty, or does not fit the model at all.
     """
     path = Path(value).expanduser()
-    skipped: list[Failure] = []
     if path.is_dir():
-        if modality == modalities.MULTIMODAL:
-            raise InputError(f"{path} is a folder; a multimodal model needs {_expects(modality)}.")
-        frames = []
-        for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-            kind = kind_of(file)
-            if kind == modality:
-                frames.append(
-                    _text_rows(file)
-                    if modality == modalities.TEXT
-                    else pd.DataFrame(
-                        {
-                            schema.ID: [str(file.relative_to(path))],
-                            modalities.INPUT_COLUMNS[modality]: [str(file)],
-                        }
-                    )
-                )
-            else:
-                reason = (
-                    _wrong_modality(str(file), kind, modality, run_id)
-                    if kind in modalities.INPUT_COLUMNS
-                    else (f"not a {modality} input (unknown file type {file.suffix or 'without suffix'!r})")
-                )
-                skipped.append(Failure(str(file.relative_to(path)), str(file), reason))
-        if not frames:
-            raise InputError(f"folder {path} holds no {modality} input; it should hold {_expects(modality)}.")
-        return manifest_from_frame(pd.concat(frames, ignore_index=True), columns), skipped
+        return _read_folder(path, modality, columns, run_id)
     if path.is_file():
-        kind = kind_of(path)
-        if kind == "table":
-            return manifest_from_frame(_table(path, modality, columns), columns), skipped
-        if kind != modality or modality == modalities.MULTIMODAL:
-            if kind is None:
-                raise InputError(
-                    f"{path} has an unknown file type; a {modality} model takes {_expects(modality)}."
-                )
-            raise InputError(_wrong_modality(str(path), kind, modality, run_id))
-        if modality == modalities.TEXT:
-            return manifest_from_frame(_text_rows(path), columns), skipped
-        return manifest_from_frame(
-            pd.DataFrame({"id": [path.name], modalities.INPUT_COLUMNS[modality]: [str(path)]}), columns
-        ), skipped
+        return _read_file(path, modality, columns, run_id), []
     looks_like_path = path.suffix.lower() in AUDIO_SUFFIXES | IMAGE_SUFFIXES | TEXT_SUFFIXES | TABLE_SUFFIXES
     if modality == modalities.TEXT and not looks_like_path and value.strip():
-        return manifest_from_frame(pd.DataFrame({"id": ["input"], schema.TEXT: [value]}), columns), skipped
+        return manifest_from_frame(pd.DataFrame({"id": ["input"], schema.TEXT: [value]}), columns), []
     if looks_like_path or modality != modalities.TEXT:
         raise InputError(
             f"input {value!r} is not an existing file or folder; "
             f"a {modality} model takes {_expects(modality)}."
         )
     raise InputError(f"input is empty; a {modality} model takes {_expects(modality)}.")
+
+
+def _read_folder(
+    path: Path, modality: str, columns: list[str], run_id: str
+) -> tuple[pd.DataFrame, list[Failure]]:
+    """Every input of the model's modality under a folder; other files are listed as skipped."""
+    if modality == modalities.MULTIMODAL:
+        raise InputError(f"{path} is a folder; a multimodal model needs {_expects(modality)}.")
+    frames, skipped = [], []
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        kind = kind_of(file)
+        if kind == modality:
+            frames.append(
+                _text_rows(file)
+                if modality == modalities.TEXT
+                else pd.DataFrame(
+                    {
+                        schema.ID: [str(file.relative_to(path))],
+                        modalities.INPUT_COLUMNS[modality]: [str(file)],
+                    }
+                )
+            )
+            continue
+        reason = (
+            _wrong_modality(str(file), kind, modality, run_id)
+            if kind in modalities.INPUT_COLUMNS
+            else (f"not a {modality} input (unknown file type {file.suffix or 'without suffix'!r})")
+        )
+        skipped.append(Failure(str(file.relative_to(path)), str(file), reason))
+    if not frames:
+        raise InputError(f"folder {path} holds no {modality} input; it should hold {_expects(modality)}.")
+    return manifest_from_frame(pd.concat(frames, ignore_index=True), columns), skipped
+
+
+def _read_file(path: Path, modality: str, columns: list[str], run_id: str) -> pd.DataFrame:
+    """One file: a table of inputs, a text file (one text a line), or one audio/image input."""
+    kind = kind_of(path)
+    if kind == "table":
+        return manifest_from_frame(_table(path, modality, columns), columns)
+    if kind != modality or modality == modalities.MULTIMODAL:
+        if kind is None:
+            raise InputError(
+                f"{path} has an unknown file type; a {modality} model takes {_expects(modality)}."
+            )
+        raise InputError(_wrong_modality(str(path), kind, modality, run_id))
+    if modality == modalities.TEXT:
+        return manifest_from_frame(_text_rows(path), columns)
+    return manifest_from_frame(
+        pd.DataFrame({"id": [path.name], modalities.INPUT_COLUMNS[modality]: [str(path)]}), columns
+    )

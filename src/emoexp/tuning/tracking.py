@@ -9,14 +9,14 @@ adds ``optuna.state`` (COMPLETE, PRUNED or FAIL).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import tempfile
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from emoexp.engine.recorder import ERROR_TAG, RESUMED_TAG
 
 log = logging.getLogger(__name__)
 
@@ -28,33 +28,28 @@ ROLE_TAG = "optuna.role"
 
 
 def open_parent_run(
-    client: Any, experiment_id: str, study: Any, params: dict[str, str], tags: dict[str, str]
+    recorder: Any, experiment_id: str, study: Any, params: dict[str, str], tags: dict[str, str]
 ) -> str:
-    """Return the study's parent run (created on first use, set RUNNING again when resumed)."""
+    """Return the study's parent run (created on first use, set RUNNING again when resumed).
+
+    A finished parent run that a resumed study opens again counts the resume (tag ``resumed``),
+    as a resumed training run does.
+    """
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
         try:
-            run = client.get_run(run_id)
+            run = recorder.client.get_run(run_id)
         except Exception:  # the MLflow store was reset: start a new parent run
             run = None
         if run is not None:
-            client.update_run(run_id, status="RUNNING")
-            for key, value in tags.items():
-                client.set_tag(run_id, key, value)
+            if run.info.status != "RUNNING":
+                recorder.reopen(run_id, int(run.data.tags.get(RESUMED_TAG, 0)) + 1)
+            recorder.set_tags(run_id, tags)
             return run_id
-    run = client.create_run(
-        experiment_id,
-        run_name=study.study_name,
-        tags={**tags, STUDY_TAG: study.study_name, ROLE_TAG: "study"},
+    run_id = recorder.create_run(
+        experiment_id, study.study_name, {**tags, STUDY_TAG: study.study_name, ROLE_TAG: "study"}
     )
-    run_id = run.info.run_id
-    import mlflow
-
-    items = sorted(params.items())
-    for start in range(0, len(items), 100):
-        client.log_batch(
-            run_id, params=[mlflow.entities.Param(k, v[:6000]) for k, v in items[start : start + 100]]
-        )
+    recorder.log_params(run_id, {k: v[:6000] for k, v in params.items()})
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
 
@@ -82,7 +77,7 @@ def find_final_run(client: Any, parent_id: str) -> str | None:
 
 
 def record_trial(
-    client: Any, experiment_id: str, parent_id: str, frozen: Any, run_name: str, reason: str = ""
+    recorder: Any, experiment_id: str, parent_id: str, frozen: Any, run_name: str, reason: str = ""
 ) -> str:
     """Tag trial ``frozen``'s child run with its final Optuna state (creating one if training never started).
 
@@ -90,40 +85,39 @@ def record_trial(
     a failed trial's run is FAILED with the error as a tag.
     """
     state = frozen.state.name
-    run_id = find_trial_run(client, experiment_id, parent_id, frozen.number)
+    run_id = find_trial_run(recorder.client, experiment_id, parent_id, frozen.number)
     if run_id is None:  # the trial failed before train() created its run (e.g. a bad combination)
-        run_id = client.create_run(
+        run_id = recorder.create_run(
             experiment_id,
-            run_name=run_name,
-            tags={"mlflow.parentRunId": parent_id, TRIAL_TAG: str(frozen.number), ROLE_TAG: "trial"},
-        ).info.run_id
-    client.set_tag(run_id, STATE_TAG, state)
-    for key, value in frozen.params.items():
-        client.set_tag(run_id, f"optuna.param.{key}", str(value))
+            run_name,
+            {"mlflow.parentRunId": parent_id, TRIAL_TAG: str(frozen.number), ROLE_TAG: "trial"},
+        )
+    tags = {STATE_TAG: state} | {f"optuna.param.{key}": str(value) for key, value in frozen.params.items()}
     if state == "PRUNED":
-        client.set_tag(run_id, "optuna.pruned_at_step", str(max(frozen.intermediate_values, default=-1)))
-        with contextlib.suppress(Exception):  # train() recorded the TrialPruned exception as an error
-            client.delete_tag(run_id, "error")
-        client.set_terminated(run_id, "FINISHED")
+        tags["optuna.pruned_at_step"] = str(max(frozen.intermediate_values, default=-1))
+    elif state == "FAIL" and reason:
+        tags[ERROR_TAG] = reason[:5000]
+    recorder.set_tags(run_id, tags)
+    if state == "PRUNED":
+        # train() recorded the TrialPruned exception as an error. The recorder cannot remove a
+        # tag yet: the one MLflow write outside the engine (tests/architecture/test_single_writer.py).
+        with contextlib.suppress(Exception):
+            recorder.delete_tag(run_id, ERROR_TAG)
+        recorder.end(run_id, "FINISHED")
     elif state == "FAIL":
-        if reason:
-            client.set_tag(run_id, "error", reason[:5000])
-        client.set_terminated(run_id, "FAILED")
+        recorder.end(run_id, "FAILED")
     return run_id
 
 
-def log_progress(client: Any, parent_id: str, study: Any, frozen: Any) -> None:
+def log_progress(recorder: Any, parent_id: str, study: Any, frozen: Any) -> None:
     """Per-trial metrics on the parent run (step = trial number) to watch a study in the MLflow UI."""
-    import mlflow
-
-    now = int(time.time() * 1000)
-    metrics = [mlflow.entities.Metric("trials/finished", float(len(_finished(study))), now, frozen.number)]
+    metrics = {"trials/finished": float(len(_finished(study)))}
     if frozen.state.name == "COMPLETE" and frozen.values and len(frozen.values) == 1:
-        metrics.append(mlflow.entities.Metric("trials/value", float(frozen.values[0]), now, frozen.number))
+        metrics["trials/value"] = float(frozen.values[0])
         with contextlib.suppress(ValueError):  # no completed trial yet
-            best = float(study.best_value)
-            metrics.append(mlflow.entities.Metric("trials/best_value", best, now, frozen.number))
-    client.log_batch(parent_id, metrics=metrics)
+            metrics["trials/best_value"] = float(study.best_value)
+    recorder.log_metrics(parent_id, metrics, step=frozen.number)
+    recorder.flush()  # written now, as each trial ends: the UI shows the study's progress
 
 
 def _finished(study: Any) -> list[Any]:
@@ -132,11 +126,17 @@ def _finished(study: Any) -> list[Any]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
 
 
-def _log_file(client: Any, run_id: str, name: str, write: Any, artifact_path: str | None = None) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        write(path)
-        client.log_artifact(run_id, str(path), artifact_path)
+def _log_figure(recorder: Any, run_id: str, figure: Any, name: str) -> None:
+    """Log a plot as ``plots/<name>`` (110 dpi), then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            figure.savefig(path, dpi=110, bbox_inches="tight")
+            recorder.log_artifact(run_id, path, "plots")
+    finally:
+        plt.close(figure)
 
 
 def _plots(study: Any, metric_names: Sequence[str]) -> dict[str, Any]:
@@ -171,15 +171,13 @@ def _plots(study: Any, metric_names: Sequence[str]) -> dict[str, Any]:
 
 
 def summarise(
-    client: Any, parent_id: str, study: Any, metric_names: Sequence[str], plots: bool = True
+    recorder: Any, parent_id: str, study: Any, metric_names: Sequence[str], plots: bool = True
 ) -> dict[str, Any]:
     """Best value(s) and parameters, trial counts, trial table, Pareto front and plots on the parent run.
 
     Returns:
         ``{"best": [{"number", "values", "params"}, ...], "counts": {...}, "epochs": int}``.
     """
-    import matplotlib.pyplot as plt
-    import mlflow
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -187,43 +185,31 @@ def summarise(
     epochs = sum(
         int(t.user_attrs.get("epochs", len(t.intermediate_values))) for t in trials if t.state.is_finished()
     )
-    now = int(time.time() * 1000)
     metrics = {f"trials/{k}": float(v) for k, v in counts.items()} | {"trials/epochs": float(epochs)}
     multi = len(metric_names) > 1
     try:
         best = study.best_trials if multi else [study.best_trial]
     except ValueError:  # no completed trial yet
         best = []
+    tags = {"best.trials": ",".join(str(t.number) for t in best)[:5000]}
     if best and not multi:
         metrics |= {f"best/{metric_names[0]}": float(best[0].value), "best/trial": float(best[0].number)}
-        for key, value in best[0].params.items():
-            client.set_tag(parent_id, f"best.{key}", str(value))
-    client.log_batch(parent_id, metrics=[mlflow.entities.Metric(k, v, now, 0) for k, v in metrics.items()])
+        tags |= {f"best.{key}": str(value) for key, value in best[0].params.items()}
+    recorder.log_metrics(parent_id, metrics)
+    recorder.flush()
+    recorder.set_tags(parent_id, tags)
     front = [{"number": t.number, "values": list(t.values), "params": t.params} for t in best]
-    client.set_tag(parent_id, "best.trials", ",".join(str(t.number) for t in best)[:5000])
-    _log_file(
-        client,
-        parent_id,
-        "best_trials.json",
-        lambda p: p.write_text(json.dumps(front, indent=2, default=str)),
-    )
+    recorder.log_json(parent_id, front, "best_trials.json")
     frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration"))
-    _log_file(client, parent_id, "trials.csv", lambda p: frame.to_csv(p, index=False))
+    recorder.log_frame(parent_id, frame, "trials.csv")
     if multi and best:
         import pandas as pd
 
         pareto = pd.DataFrame(
             [{"number": t.number, **dict(zip(metric_names, t.values, strict=True)), **t.params} for t in best]
         )
-        _log_file(client, parent_id, "pareto_front.csv", lambda p: pareto.to_csv(p, index=False))
+        recorder.log_frame(parent_id, pareto, "pareto_front.csv")
     if plots:
         for name, figure in _plots(study, metric_names).items():
-            _log_file(
-                client,
-                parent_id,
-                name,
-                lambda p, f=figure: f.savefig(p, dpi=110, bbox_inches="tight"),
-                "plots",
-            )
-            plt.close(figure)
+            _log_figure(recorder, parent_id, figure, name)
     return {"best": front, "counts": counts, "epochs": epochs}

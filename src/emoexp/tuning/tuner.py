@@ -291,12 +291,12 @@ class Tuner:
 
     # ------------------------------------------------------------------------------------- MLflow
     def _mlflow(self) -> tuple[Any, str]:
-        import mlflow
-
+        """A recorder (the tuner's writes: parent run, trial states) and the experiment's id."""
+        from emoexp.engine.recorder import Recorder
         from emoexp.tracking import store
 
-        uri = store.resolve_tracking_uri(self.cfg.tracking.uri)
-        return mlflow.MlflowClient(uri), store.ensure_experiment(uri, self.cfg.tracking.experiment)
+        recorder = Recorder(store.resolve_tracking_uri(self.cfg.tracking.uri))
+        return recorder, recorder.experiment_id(self.cfg.tracking.experiment)
 
     def _parent_params(self) -> dict[str, str]:
         s = self.settings
@@ -334,9 +334,9 @@ class Tuner:
         missing = self.settings.n_trials - len(counted)
         for _ in range(max(0, missing)):
             study.enqueue_trial({}, skip_if_exists=False)
-        client, experiment_id = self._mlflow()
+        recorder, experiment_id = self._mlflow()
         parent_id = tracking.open_parent_run(
-            client,
+            recorder,
             experiment_id,
             study,
             self._parent_params(),
@@ -346,7 +346,7 @@ class Tuner:
             },
         )
         for number in stale:
-            self._record_stale(client, experiment_id, parent_id, study, number)
+            self._record_stale(recorder, experiment_id, parent_id, study, number)
         done = sum(t.state.is_finished() for t in counted)
         log.info(
             "study %r in %s: %d/%d trials finished, %d queued now (MLflow parent run %s)",
@@ -412,7 +412,7 @@ class Tuner:
             values.append(float(value))
         return values
 
-    def run_trial(self, study: Any, trial: Any, parent_id: str, client: Any, experiment_id: str) -> Any:
+    def run_trial(self, study: Any, trial: Any, parent_id: str, recorder: Any, experiment_id: str) -> Any:
         """Run one claimed trial to COMPLETE, PRUNED or FAIL; never raise for a failed trial."""
         import optuna
         from optuna.trial import TrialState
@@ -433,12 +433,12 @@ class Tuner:
                         metrics = train(trial_cfg)
                     finally:
                         trial.set_user_attr("epochs", progress.epochs)
-                run_id = tracking.find_trial_run(client, experiment_id, parent_id, trial.number)
-                values = self._objective_values(metrics, client, run_id)
+                run_id = tracking.find_trial_run(recorder.client, experiment_id, parent_id, trial.number)
+                values = self._objective_values(metrics, recorder.client, run_id)
         except optuna.TrialPruned as pruned:
             state, reason = TrialState.PRUNED, str(pruned)
         except KeyboardInterrupt:
-            self._requeue_interrupted(study, trial, parent_id, client, experiment_id)
+            self._requeue_interrupted(study, trial, parent_id, recorder, experiment_id)
             raise
         except Exception as error:
             state, reason = TrialState.FAIL, f"{type(error).__name__}: {error}"
@@ -450,8 +450,8 @@ class Tuner:
                 shutil.rmtree(trial_cfg.paths.output_dir, ignore_errors=True)
         frozen = study.tell(trial, values=values, state=state, skip_if_finished=True)
         run_name = f"{study.study_name}-trial-{trial.number}"
-        tracking.record_trial(client, experiment_id, parent_id, frozen, run_name, reason)
-        tracking.log_progress(client, parent_id, study, frozen)
+        tracking.record_trial(recorder, experiment_id, parent_id, frozen, run_name, reason)
+        tracking.log_progress(recorder, parent_id, study, frozen)
         log.info(
             "trial %d %s %s", trial.number, frozen.state.name, frozen.values if frozen.values else reason
         )
@@ -471,7 +471,7 @@ class Tuner:
         return trial_overrides
 
     def _requeue_interrupted(
-        self, study: Any, trial: Any, parent_id: str, client: Any, experiment_id: str
+        self, study: Any, trial: Any, parent_id: str, recorder: Any, experiment_id: str
     ) -> None:
         """Interrupted, not failed: queue the same parameters again so a resumed study reruns it."""
         from optuna.trial import TrialState
@@ -480,7 +480,7 @@ class Tuner:
         frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         self._retry()(study, frozen)
         tracking.record_trial(
-            client,
+            recorder,
             experiment_id,
             parent_id,
             frozen,
@@ -488,14 +488,16 @@ class Tuner:
             "interrupted",
         )
 
-    def _record_stale(self, client: Any, experiment_id: str, parent_id: str, study: Any, number: int) -> None:
+    def _record_stale(
+        self, recorder: Any, experiment_id: str, parent_id: str, study: Any, number: int
+    ) -> None:
         frozen = study.get_trials(deepcopy=False)[number]
         reason = (
             f"worker died: no heartbeat for {self.tuner.grace_period} s (queued again if retries are left)"
         )
         log.warning("trial %d: %s", number, reason)
         tracking.record_trial(
-            client, experiment_id, parent_id, frozen, f"{study.study_name}-trial-{number}", reason
+            recorder, experiment_id, parent_id, frozen, f"{study.study_name}-trial-{number}", reason
         )
 
     def work(self) -> int:
@@ -508,7 +510,7 @@ class Tuner:
             raise ConfigError(
                 f"study {study.study_name!r} has no MLflow parent run; run tuner.role=setup first."
             )
-        client, experiment_id = self._mlflow()
+        recorder, experiment_id = self._mlflow()
         retry = self._retry()
         lock = storage.claim_lock(self.settings.storage_url)
         ran = 0
@@ -517,7 +519,7 @@ class Tuner:
                 stale = liveness.fail_stale_trials(study, float(self.tuner.grace_period), retry)
                 trial = liveness.claim(study)
             for number in stale:
-                self._record_stale(client, experiment_id, parent_id, study, number)
+                self._record_stale(recorder, experiment_id, parent_id, study, number)
             if trial is None:
                 if self.tuner.wait_for_running and study.get_trials(
                     deepcopy=False, states=(TrialState.RUNNING,)
@@ -525,7 +527,7 @@ class Tuner:
                     time.sleep(min(5.0, float(self.tuner.heartbeat_interval)))  # others' trials may die
                     continue
                 break
-            self.run_trial(study, trial, parent_id, client, experiment_id)
+            self.run_trial(study, trial, parent_id, recorder, experiment_id)
             ran += 1
         log.info("worker %s: ran %d trial(s); no queued trial left", self.tuner.get("worker_id", 0), ran)
         return ran
@@ -537,24 +539,24 @@ class Tuner:
 
         study = self.load_study(self.open_storage(), create=False)
         parent_id = study.user_attrs.get(tracking.PARENT_ATTR)
-        client, _ = self._mlflow()
+        recorder, _ = self._mlflow()
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
         if running:
             log.warning("%d trial(s) still running or queued: summarising what has finished", len(running))
-        summary = tracking.summarise(client, parent_id, study, self.settings.metric_names)
+        summary = tracking.summarise(recorder, parent_id, study, self.settings.metric_names)
         summary["parent_run_id"] = parent_id
         if summary["best"] and self.tuner.final_run:
             # Of the Pareto front (one trial when single-objective), the best on the first objective.
             pick = max if self.settings.directions[0] == "maximize" else min
             best = pick(summary["best"], key=lambda trial: trial["values"][0])
-            summary["final"] = self.final_run(study, best["number"], parent_id, client)
+            summary["final"] = self.final_run(study, best["number"], parent_id, recorder)
         elif not summary["best"]:
             log.warning("no trial completed: nothing to evaluate on test")
         if not running:
-            client.set_terminated(parent_id, "FINISHED")
+            recorder.end(parent_id, "FINISHED")
         return summary
 
-    def final_run(self, study: Any, number: int, parent_id: str, client: Any) -> dict[str, Any]:
+    def final_run(self, study: Any, number: int, parent_id: str, recorder: Any) -> dict[str, Any]:
         """Train trial ``number``'s configuration with ``evaluate_test=true``: the study's one test run."""
         from emoexp.engine.run import train_run as train
 
@@ -587,21 +589,16 @@ class Tuner:
             if trial_cfg.get("num_threads") is None:
                 trial_cfg.num_threads = self._threads()
         metrics = train(trial_cfg)
-        import mlflow
-
-        now = int(time.time() * 1000)
-        client.log_batch(
-            parent_id,
-            metrics=[mlflow.entities.Metric(f"final/{k}", float(v), now, 0) for k, v in metrics.items()],
-        )
-        final_run_id = tracking.find_final_run(client, parent_id)
+        recorder.log_metrics(parent_id, {f"final/{k}": float(v) for k, v in metrics.items()})
+        recorder.flush()
+        final_run_id = tracking.find_final_run(recorder.client, parent_id)
         record = {
             "trial": number,
             "run_id": final_run_id,
             "count": int((done or {}).get("count", 0)) + 1,
         }
         study.set_user_attr(FINAL_ATTR, record)
-        client.set_tag(parent_id, "final.run_id", str(record["run_id"]))
+        recorder.set_tags(parent_id, {"final.run_id": str(record["run_id"])})
         log.info("final run of trial %d on test: %s", number, {k: round(v, 4) for k, v in metrics.items()})
         return record | {"metrics": metrics}
 

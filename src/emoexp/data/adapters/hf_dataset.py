@@ -48,7 +48,7 @@ def _label_feature(features: Any, column: str) -> tuple[list[str] | None, bool]:
     return (list(names) if names else None), inner is not None
 
 
-def load_hf_dataset(
+def load_hf_dataset(  # noqa: PLR0913 (a Hydra _target_: one argument per config key)
     root: str | Path,
     text_column: str = "text",
     label_column: str = "label",

@@ -405,7 +405,7 @@ def _split_files(base: Path) -> list[tuple[Path, str]]:
     return found
 
 
-def load_text_table(
+def load_text_table(  # noqa: PLR0913 (a Hydra _target_: one argument per config key)
     root: str | Path,
     text_column: str = "text",
     label_column: str = "label",
