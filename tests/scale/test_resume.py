@@ -224,3 +224,35 @@ def test_sigterm_mid_epoch_in_a_subprocess_resumes_into_the_same_run(
     assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
     assert resumed.data.tags["resumed"] == "1"
     _assert_one_clean_history(metric_history, run.info.run_id, EPOCHS)
+
+
+def test_a_hard_killed_run_is_marked_killed_by_the_next_start_and_resumes(
+    tmp_path, start_train, run_train, store_runs, metric_history
+):
+    markers = tmp_path / "markers"
+    overrides = [
+        f"trainer.max_epochs={EPOCHS}",
+        PROBE,
+        f"+callbacks.probe.marker_dir={markers}",
+        "+callbacks.probe.seconds=0.3",
+    ]
+    process = start_train(overrides)
+    deadline = time.monotonic() + 600
+    while not (markers / "epoch1-batch0").exists():  # epoch 0 validated and checkpointed
+        assert process.poll() is None, process.stdout.read()[-5000:]
+        assert time.monotonic() < deadline, "training did not reach epoch 1"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)  # no chance to mark anything: a lost node, the OOM killer
+    process.communicate(timeout=60)
+    [run] = store_runs()
+    assert run.info.status == "RUNNING" and "emoexp.lease" in run.data.tags
+
+    run_train([*overrides, "resume=true"])
+    [resumed] = store_runs()
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+    assert resumed.data.tags["interrupted_by"] == "lost" and resumed.data.tags["resumed"] == "1"
+    assert "emoexp.lease" not in resumed.data.tags
+    epochs = sorted({int(v) for _, v in metric_history(run.info.run_id, "epoch")})
+    assert epochs[:EPOCHS] == list(range(EPOCHS))
+    steps = [step for step, _ in metric_history(run.info.run_id, "val/uar")]
+    assert len(steps) == len(set(steps)) == EPOCHS  # epoch 1 retrained from best/last, never logged twice

@@ -56,5 +56,10 @@ class RecorderLogger(Logger):
         self._recorder.stop(self._run_id, error)
 
     @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """Write the buffered points: what a checkpoint holds is never ahead of the store (a hard kill)."""
+        self._recorder.flush()
+
+    @rank_zero_only
     def finalize(self, status: str) -> None:  # noqa: D102
         self._recorder.flush()
