@@ -199,6 +199,10 @@ class Recorder:
 
     def _save_traceback(self, run_id: str, error: BaseException, fallback_dir: Path | None) -> None:
         text = "".join(traceback.format_exception(error))
+        if error.__traceback__ is None:
+            # Recorded before it is raised (the training guard stops every DDP rank together):
+            # the stack that detected it is the traceback.
+            text = "Traceback (most recent call last):\n" + "".join(traceback.format_stack()[:-2]) + text
         try:
             self.log_text(run_id, text, "error.txt")
         except Exception:
