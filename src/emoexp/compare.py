@@ -23,7 +23,8 @@ DESCRIPTION = """Select finished runs from MLflow (experiment, tag filters, or r
 systems (by tags such as model, modality, transfer, ensemble), and write a Markdown + HTML report
 with metric bars and CIs, paired bootstrap / McNemar / Wilcoxon tests (Holm-corrected), Friedman +
 Nemenyi for 3+ systems, confusion matrices, per-class F1, per-group (bias) metrics and calibration
-into experiments/<name>/, logged as an MLflow run tagged emoexp.kind=comparison."""
+into experiments/<name>/, logged as an MLflow run tagged emoexp.kind=comparison. Runs of different
+protocols (tag protocol.hash, docs/protocols.md) are not ranked together unless mixed_protocols=true."""
 
 
 @dataclass
@@ -62,6 +63,12 @@ class CompareOptions:
         default="holm", metadata={"help": "Multiple-comparison correction (statsmodels method)."}
     )
     n_resamples: int = field(default=2000, metadata={"help": "Bootstrap resamples."})
+    mixed_protocols: bool = field(
+        default=False,
+        metadata={
+            "help": "Rank runs of different protocols (tag protocol.hash) together; notes say what differs."
+        },
+    )
     output_dir: str = field(
         default="", metadata={"help": "Where to write the report (default experiments/<name>)."}
     )
@@ -91,12 +98,14 @@ def run(options: CompareOptions) -> dict[str, object]:
         ``{"comparison", "paths", "run_id"}``: the analysis, the written files and the
         comparison run id (``None`` with ``log=false``).
     """
-    from emoexp.comparison import analysis, report, runs
+    from emoexp.comparison import analysis, protocols, report, runs
 
     client = runs.client_for(options.tracking_uri or None)
     selected = runs.select_runs(
         client, options.experiment, options.filter, options.where or None, options.runs
     )
+    # Runs of different protocols (split, labels, corpus) are refused before any statistics.
+    protocol_notes = protocols.check_protocols(client, selected, options.mixed_protocols)
     comparison = analysis.compare(
         client,
         selected,
@@ -107,6 +116,7 @@ def run(options: CompareOptions) -> dict[str, object]:
         alpha=options.alpha,
         correction=options.correction,
     )
+    comparison.notes[:0] = protocol_notes
     selection = {k: v for k, v in asdict(options).items() if k not in ("output_dir", "log", "tracking_uri")}
     selection = {k: ",".join(v) if isinstance(v, list) else v for k, v in selection.items()}
     document = report.build_report(comparison, f"Comparison: {options.name}", selection)

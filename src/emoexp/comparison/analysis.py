@@ -354,6 +354,11 @@ class Comparison:
     correction: str
 
 
+def ranked_runs(runs: Sequence[Run]) -> list[Run]:
+    """The runs a comparison ranks: those with test metrics (not tuning studies or trials)."""
+    return [r for r in runs if any(m.startswith("test/") for m in r.metrics)]
+
+
 def default_metric(runs: Sequence[Run]) -> str:
     """The test counterpart of the runs' monitored metric (tag ``emoexp.monitor``), e.g. ``test/uar``."""
     monitors = {r.tags.get("emoexp.monitor") for r in runs} - {None}
@@ -377,7 +382,7 @@ def compare(
         RunSelectionError: With no runs, mixed label schemes or an unknown metric.
     """
     notes: list[str] = []
-    tested = [r for r in runs if any(m.startswith("test/") for m in r.metrics)]
+    tested = ranked_runs(runs)
     if len(tested) < len(runs):
         skipped = [r.name for r in runs if r not in tested]
         notes.append(

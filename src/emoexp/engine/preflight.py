@@ -9,6 +9,7 @@ error therefore surfaces here, creates no run, and reaches the user as one messa
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,8 @@ from emoexp.engine.fitters import fitter_for
 from emoexp.engine.resume import config_fingerprint
 from emoexp.engine.samples import prepare_samples
 from emoexp.labels.schemes import LabelSchemeError
+
+log = logging.getLogger(__name__)
 
 # Errors that mean "the config or the data is wrong", not "emoexp has a bug": the command line
 # shows their message alone, without a traceback.
@@ -112,4 +115,15 @@ def prepare_run(cfg: DictConfig) -> RunPlan:
     scheme = check_config(cfg)
     manifest = prepare_samples(cfg, scheme)
     folds = make_folds(cfg, scheme, manifest)
+    # A class with no sample in a split (an override that still merges calm into neutral) is an error.
+    scheme.check_folds(manifest, folds)
+    derived = scheme.derived_targets(manifest)
+    if derived:
+        log.warning(
+            "label_scheme=%s: %s are derived from the emotion category of data=%s, not annotated; "
+            "figures on them measure the category mapping (tagged derived_targets, shown on the card).",
+            scheme.name,
+            " and ".join(derived),
+            cfg.data.name,
+        )
     return RunPlan(cfg, scheme, manifest, folds, config_fingerprint(cfg))

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from emoexp import distributed
 from emoexp.data.splits import TRAIN, Fold
 from emoexp.engine import resume as resuming
+from emoexp.engine.card import record_card
 from emoexp.engine.epilogue import finish_fold, record_report
 from emoexp.engine.fitters import fitter_for
 from emoexp.engine.fitters.base import FoldContext
@@ -100,8 +101,11 @@ def train_run(
 def main_metrics(scheme: Any) -> list[str]:
     """The test figures a summary shows first: the monitored metric, then the scheme's other main ones."""
     monitored = scheme.monitor.partition("/")[2]
-    others = [m for m in scheme.metric_names if m not in ("loss", monitored)]
-    return [f"test/{m}" for m in [monitored, *others][:4]]
+    # The figures papers report first; then whatever else the scheme has, in its own order.
+    headline = ("uar", "f1_macro", "accuracy", "ccc", "mae", "f1_micro")
+    names = [m for m in scheme.metric_names if m not in ("loss", monitored)]
+    names.sort(key=lambda m: headline.index(m) if m in headline else len(headline))
+    return [f"test/{m}" for m in [monitored, *names][:4]]
 
 
 def connect(cfg: DictConfig) -> Recorder:
@@ -147,6 +151,11 @@ def run_tags(plan: RunPlan, lineage: dict[str, str]) -> dict[str, str]:
         # A child of tracking.parent_run_id when given (tuning trials nest under their study run).
         **({"mlflow.parentRunId": cfg.tracking.parent_run_id} if cfg.tracking.get("parent_run_id") else {}),
         **{str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()},
+        **(
+            {"derived_targets": ",".join(derived)}
+            if (derived := plan.scheme.derived_targets(plan.manifest))
+            else {}
+        ),
         # What resume=true matches, and where this run's checkpoints live.
         resuming.FINGERPRINT_TAG: plan.fingerprint,
         resuming.OUTPUT_DIR_TAG: str(Path(cfg.paths.output_dir).resolve()),
@@ -231,6 +240,7 @@ def fit_run(
     facts = {"data/samples": float(len(manifest))}
     facts.update({f"data/{k}": v for k, v in agreement(manifest).items() if np.isfinite(v)})
     recorder.log_metrics(run_id, facts)
+    record_card(recorder, run_id, plan)  # protocol card (docs/protocols.md)
     output_dir = Path(plan.cfg.paths.output_dir)
     if len(folds) == 1:
         metrics, _ = fit_fold(plan, recorder, run_id, folds[0], output_dir, resume)

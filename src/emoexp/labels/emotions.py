@@ -1,8 +1,11 @@
-"""Canonical emotion vocabulary and its place on the valence/arousal circumplex.
+"""Canonical emotion vocabulary, its common spellings, and its place on the valence/arousal circumplex.
 
 Every corpus adapter maps its native labels onto these canonical names (or keeps a
 native name that is listed in ``CIRCUMPLEX``), so that label schemes can be applied
-to any corpus.
+to any corpus. :data:`SYNONYMS` is the one table of other spellings (``joy``, ``happy``,
+``angry``, ``sad``, ``scared``, ...); adapters and label schemes read every label through
+:func:`canonical_emotion`, so a corpus labelled ``joy`` and a scheme with a ``happiness``
+class meet.
 """
 
 from __future__ import annotations
@@ -50,3 +53,38 @@ def circumplex(emotion: str) -> tuple[float, float]:
             f"emotion {emotion!r} has no valence/arousal prototype; known: {sorted(CIRCUMPLEX)}. "
             "Map it to a canonical emotion in the corpus adapter or add it to CIRCUMPLEX."
         ) from None
+
+
+SYNONYMS: dict[str, str] = {
+    **{name: "neutral" for name in ("neutral", "neutral state", "neu", "no emotion")},
+    **{name: "anger" for name in ("anger", "angry", "ang")},
+    **{name: "disgust" for name in ("disgust", "disgusted", "dis")},
+    **{name: "fear" for name in ("fear", "fearful", "scared", "afraid", "fea")},
+    **{name: "happiness" for name in ("happiness", "happy", "joy", "joyful", "hap")},
+    **{name: "sadness" for name in ("sadness", "sad")},
+    **{name: "surprise" for name in ("surprise", "surprised", "sur")},
+    **{name: "calm" for name in ("calm", "calmness")},
+    **{name: "contempt" for name in ("contempt", "contemptuous")},
+    **{name: "excitement" for name in ("excitement", "excited", "exc")},
+    **{name: "frustration" for name in ("frustration", "frustrated", "fru")},
+    **{name: "boredom" for name in ("boredom", "bored")},
+}
+"""Normalised spelling (see :func:`normalise_label`) -> canonical emotion (a key of ``CIRCUMPLEX``).
+
+Only true synonyms and the usual corpus abbreviations (IEMOCAP's and CREMA-D's three-letter
+codes): a related but distinct emotion (``love``, ``annoyance``) is a mapping decision of the
+corpus config or the label scheme, not a spelling."""
+
+
+def normalise_label(label: str) -> str:
+    """Lower-case a label, strip it and collapse inner blanks, ``_`` and ``-`` to one space."""
+    return " ".join(str(label).replace("_", " ").replace("-", " ").lower().split())
+
+
+def canonical_emotion(label: str) -> str:
+    """The canonical name of a label spelling (``Joy`` -> ``happiness``), else the label unchanged.
+
+    A label that is no spelling of a canonical emotion (``love``, ``no_agreement``) comes back
+    as given, so callers can tell it apart: ``canonical_emotion(x) in CIRCUMPLEX``.
+    """
+    return SYNONYMS.get(normalise_label(label), label)

@@ -12,7 +12,7 @@ and applied to the test metrics and the predictions frame, so the test split sta
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,11 +20,21 @@ import numpy as np
 import pandas as pd
 
 from emoexp.data import schema
+from emoexp.labels.emotions import canonical_emotion, normalise_label
 from emoexp.labels.reporting import SchemeReport
-from emoexp.labels.schemes import LabelScheme, LabelSchemeError, Unmapped
+from emoexp.labels.schemes import (
+    ALL_PARTS,
+    LabelScheme,
+    LabelSchemeError,
+    Unmapped,
+    empty_classes,
+    no_sample_message,
+)
 
 if TYPE_CHECKING:
     import torch
+
+    from emoexp.data.splits import Fold
 
 SEPARATOR = "|"
 """Joins label names in the ``target_labels`` / ``predicted_labels`` columns of predictions."""
@@ -142,16 +152,52 @@ class MultiLabelScheme(LabelScheme):
         return ("loss", "f1_micro", "f1_macro", "jaccard_samples", "jaccard_macro")
 
     def map_label(self, label: str) -> str | None:
-        """Map one native label onto the scheme (``None``: dropped; ``"<unmapped>"``: unknown)."""
+        """Map one native label onto the scheme (``None``: dropped; ``"<unmapped>"``: unknown).
+
+        Order: ``mapping`` (exact, then normalised key), a label (exact, then a synonym of it,
+        see ``labels.emotions``). Labels inferred from the corpus keep the corpus's spelling.
+        """
         if label in self.mapping:
             return self.mapping[label]
+        by_key = {normalise_label(k): v for k, v in self.mapping.items()}
+        if normalise_label(label) in by_key:
+            return by_key[normalise_label(label)]
         if self.labels is None or label in self.labels:
             return label
-        return "<unmapped>"
+        canonical = canonical_emotion(label)
+        return next((x for x in self.labels if canonical_emotion(x) == canonical), "<unmapped>")
+
+    def check_folds(
+        self, manifest: pd.DataFrame, folds: Iterable[Fold], parts: Sequence[str] = ALL_PARTS
+    ) -> None:
+        """Raise if a label has no positive sample in the training split of a fold.
+
+        Validation and test may lack a rare label (its F1 is then undefined, not wrong); a
+        label never seen in training is learnt from nothing.
+
+        Args:
+            manifest: The prepared samples (after :meth:`prepare`), in the folds' row order.
+            folds: The protocol's folds.
+            parts: Ignored beyond ``train`` (kept for the base signature).
+
+        Raises:
+            LabelSchemeError: Naming each fold and label with no positive training sample.
+        """
+        lists = list(manifest[schema.LABELS])
+        corpus = {label for labels in lists for label in labels}
+
+        def present(mask: np.ndarray) -> set[str]:
+            return {label for labels, m in zip(lists, mask, strict=True) if m for label in labels}
+
+        empty = empty_classes(present, self._labels(), folds, ("train",))
+        if empty:
+            raise LabelSchemeError(no_sample_message(self, empty, corpus))
 
     def prepare(self, manifest: pd.DataFrame) -> pd.DataFrame:  # noqa: D102
         native = sample_labels(manifest)
-        mapped = [[self.map_label(label) for label in labels] for labels in native]
+        # Map each distinct label once: the corpus may have ~10^5 samples and a few dozen labels.
+        lookup = {label: self.map_label(label) for label in {x for labels in native for x in labels}}
+        mapped = [[lookup[label] for label in labels] for labels in native]
         unknown = sorted(
             {
                 n

@@ -8,7 +8,7 @@ callbacks, tuner, reports) asks the scheme instead of deciding for itself
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -17,15 +17,21 @@ import pandas as pd
 
 from emoexp.config import ConfigError
 from emoexp.data import schema
-from emoexp.labels.emotions import circumplex
+from emoexp.labels.emotions import CIRCUMPLEX, canonical_emotion, circumplex, normalise_label
 from emoexp.labels.reporting import SchemeReport, single_label_report
 
 if TYPE_CHECKING:
     import torch
 
+    from emoexp.data.splits import Fold
+
 Unmapped = Literal["error", "drop"]
 CLASSIFIER, REGRESSOR = "classifier", "regressor"
 """Roles of a scikit-learn estimator, as answered by :meth:`LabelScheme.estimator_role`."""
+DERIVED_ATTR = "derived_targets"
+"""``manifest.attrs`` key where :meth:`DimensionalScheme.prepare` records the targets it derived."""
+ALL_PARTS: tuple[str, ...] = ("train", "val", "test")
+"""The parts of a fold (``emoexp.data.splits.TRAIN``, ``VAL``, ``TEST``)."""
 
 
 class LabelSchemeError(ValueError):
@@ -191,6 +197,52 @@ class LabelScheme:
         """Labels to stratify splits on (``None`` when the scheme has no categories)."""
         return None
 
+    def derived_targets(self, manifest: pd.DataFrame) -> list[str]:
+        """Target names of the prepared ``manifest`` derived by the scheme rather than annotated.
+
+        Only dimensional targets can be derived (from a category's circumplex prototype); the
+        base scheme derives nothing.
+        """
+        return []
+
+    def check_folds(
+        self, manifest: pd.DataFrame, folds: Iterable[Fold], parts: Sequence[str] = ALL_PARTS
+    ) -> None:
+        """Raise if a class of the scheme has no sample in a split of a fold.
+
+        A class without training samples is trained on nothing and one without test samples is
+        scored on nothing, yet both still shape the head and the averaged metrics. The training
+        split is always checked; ``val`` and ``test`` where a fold has them. Schemes without
+        classes (dimensional) have nothing to check.
+
+        Args:
+            manifest: The prepared samples (after :meth:`prepare`), in the folds' row order.
+            folds: The protocol's folds (:class:`emoexp.data.splits.Fold`).
+            parts: The splits to check (``train`` is checked whenever it is listed).
+
+        Raises:
+            LabelSchemeError: Naming each fold, split and class with no sample, and the fix.
+        """
+        classes = self.class_names
+        if not classes:
+            return
+        labels = manifest[schema.EMOTION].to_numpy(dtype=object)
+        empty = empty_classes(lambda mask: set(labels[mask]), classes, folds, parts)
+        if empty:
+            raise LabelSchemeError(no_sample_message(self, empty, set(labels)))
+
+    def no_sample_hint(self, name: str, in_corpus: bool) -> str:
+        """How to fix a class ``name`` with no sample (``in_corpus``: the prepared corpus has some)."""
+        if in_corpus:
+            return (
+                f"{name!r} has samples, but none in that split: use a protocol with larger or "
+                "stratified splits, or leave the class out of the scheme"
+            )
+        return (
+            f"no sample of the corpus is labelled {name!r}: leave it out of the scheme, or use "
+            "label_scheme=native (the corpus's own classes)"
+        )
+
     def resolve_class_weights(self, train: pd.DataFrame) -> LabelScheme:
         """Return the scheme with data-dependent loss weights computed from the *training* samples.
 
@@ -221,13 +273,63 @@ class LabelScheme:
         raise NotImplementedError
 
 
+EmptyClasses = list[tuple[str, str, list[str]]]
+"""``(fold name, split, classes with no sample there)`` per fold and split that lacks some."""
+
+
+def empty_classes(
+    present: Callable[[np.ndarray], set[str]],
+    classes: Sequence[str],
+    folds: Iterable[Fold],
+    parts: Sequence[str] = ALL_PARTS,
+) -> EmptyClasses:
+    """The classes with no sample in each split of each fold.
+
+    Args:
+        present: Row mask -> the classes that occur in those rows.
+        classes: The scheme's classes.
+        folds: The protocol's folds.
+        parts: Splits to check; ``val`` and ``test`` only where a fold has rows in them.
+
+    Returns:
+        One ``(fold, split, missing classes)`` per split that lacks a class, in fold order.
+    """
+    out: EmptyClasses = []
+    for fold in folds:
+        for part in parts:
+            mask = fold.mask(part)
+            if part != "train" and not mask.any():
+                continue  # the protocol has no such split (e.g. no validation)
+            seen = present(mask)
+            missing = [c for c in classes if c not in seen]
+            if missing:
+                out.append((fold.name, part, missing))
+    return out
+
+
+def no_sample_message(scheme: LabelScheme, empty: EmptyClasses, corpus_classes: set[str]) -> str:
+    """The error of :meth:`LabelScheme.check_folds`: what is empty where, then a fix per class."""
+    where = "; ".join(f"{fold} {part}: {missing}" for fold, part, missing in empty[:10])
+    more = f" (and {len(empty) - 10} more)" if len(empty) > 10 else ""
+    names = list(dict.fromkeys(c for _, _, missing in empty for c in missing))
+    hints = "; ".join(scheme.no_sample_hint(name, name in corpus_classes) for name in names)
+    return (
+        f"label_scheme={scheme.name}: class(es) {names} have no sample in some split, so the run "
+        f"would train or score them on nothing ({where}{more}). Fix: {hints}."
+    )
+
+
 @dataclass
 class CategoricalScheme(LabelScheme):
     """Single-label classification over a fixed list of emotion classes.
 
+    Labels are matched through the synonym table of ``labels.emotions`` (a ``joy`` sample meets
+    a ``happiness`` class), after an exact or normalised (case, blanks) match in ``mapping``.
+
     Args:
         name: Scheme name.
-        classes: Class names in output order.
+        classes: Class names in output order; ``None`` takes the labels the prepared corpus
+            has (sorted), e.g. the ``native`` scheme of a text table.
         mapping: Native label -> scheme class (``None`` to drop that native label), applied
             before checking membership; e.g. ``{excitement: happiness, calm: neutral}``.
         unmapped: What to do with a label that is neither a class nor in ``mapping``:
@@ -241,7 +343,7 @@ class CategoricalScheme(LabelScheme):
             :meth:`resolve_class_weights`), or ``None``.
     """
 
-    classes: Sequence[str] = ()
+    classes: Sequence[str] | None = ()
     mapping: Mapping[str, str | None] = field(default_factory=dict)
     unmapped: Unmapped = "error"
     monitor: str = "val/uar"
@@ -251,42 +353,103 @@ class CategoricalScheme(LabelScheme):
 
     def __post_init__(self) -> None:
         self.kind = "categorical"
-        self.classes = tuple(self.classes)
         self.mapping = dict(self.mapping or {})
-        if len(self.classes) < 2:
-            raise LabelSchemeError(f"scheme {self.name!r} needs at least 2 classes.")
-        bad_targets = {v for v in self.mapping.values() if v is not None} - set(self.classes)
-        if bad_targets:
-            raise LabelSchemeError(
-                f"scheme {self.name!r} maps onto {sorted(bad_targets)}, which are not among its "
-                f"classes {list(self.classes)}."
-            )
         if self.unmapped not in ("error", "drop"):
             raise LabelSchemeError(f"label_scheme.unmapped must be 'error' or 'drop', got {self.unmapped!r}.")
         if self.target not in ("hard", "soft"):
             raise LabelSchemeError(f"label_scheme.target must be 'hard' or 'soft', got {self.target!r}.")
-        if isinstance(self.class_weights, str):
-            if self.class_weights != "balanced":
-                raise LabelSchemeError(
-                    f"label_scheme.class_weights must be a list of {len(self.classes)} weights, 'balanced' "
-                    f"or null, got {self.class_weights!r}."
-                )
-        elif self.class_weights is not None:
+        if isinstance(self.class_weights, str) and self.class_weights != "balanced":
+            raise LabelSchemeError(
+                "label_scheme.class_weights must be a list of weights (one per class), 'balanced' "
+                f"or null, got {self.class_weights!r}."
+            )
+        if self.class_weights is not None and not isinstance(self.class_weights, str):
             self.class_weights = tuple(float(w) for w in self.class_weights)
-            if len(self.class_weights) != len(self.classes) or min(self.class_weights) < 0:
-                raise LabelSchemeError(
-                    f"label_scheme.class_weights needs {len(self.classes)} non-negative weights (one per "
-                    f"class of {list(self.classes)}), got {list(self.class_weights)}."
-                )
+        if self.classes is not None:
+            self._set_classes(self.classes)
+        else:
+            self.mapping = {k: None if v is None else canonical_emotion(v) for k, v in self.mapping.items()}
         self.check_monitor()
+
+    def _set_classes(self, classes: Iterable[str]) -> None:
+        """Fix the classes, resolve ``mapping`` onto them and check both (and the class weights)."""
+        self.classes = tuple(classes)
+        if len(self.classes) < 2:
+            raise LabelSchemeError(
+                f"scheme {self.name!r} needs at least 2 classes, got {list(self.classes)}."
+            )
+        canonical = [canonical_emotion(c) for c in self.classes]
+        same = sorted({c for c, k in zip(self.classes, canonical, strict=True) if canonical.count(k) > 1})
+        if same:
+            raise LabelSchemeError(f"scheme {self.name!r}: classes {same} are spellings of one emotion.")
+        bad_targets = sorted(
+            {v for v in self.mapping.values() if v is not None and self._class_of(v) is None}
+        )
+        if bad_targets:
+            raise LabelSchemeError(
+                f"scheme {self.name!r} maps onto {bad_targets}, which are not among its "
+                f"classes {list(self.classes)}."
+            )
+        self.mapping = {k: None if v is None else self._class_of(v) for k, v in self.mapping.items()}
+        self._check_shadowed()
+        weights = self.class_weights
+        if isinstance(weights, tuple) and (len(weights) != len(self.classes) or min(weights) < 0):
+            raise LabelSchemeError(
+                f"label_scheme.class_weights needs {len(self.classes)} non-negative weights (one per "
+                f"class of {list(self.classes)}), got {list(weights)}."
+            )
+
+    def _check_shadowed(self) -> None:
+        """Raise for a class that ``mapping`` sends elsewhere: it could never get a sample.
+
+        The usual cause is a Hydra merge: ``label_scheme.mapping={}`` on the command line is
+        merged into the config's mapping, so ``calm: neutral`` survives next to a new ``calm`` class.
+        """
+        for key, value in self.mapping.items():
+            name = next((c for c in self.classes if normalise_label(c) == normalise_label(key)), None)
+            if name is not None and value != name:
+                raise LabelSchemeError(
+                    f"label_scheme.mapping still maps {key} -> {value}, so class {name!r} of scheme "
+                    f"{self.name!r} would get no sample (Hydra merges label_scheme.mapping={{}} into the "
+                    f"old mapping). Use label_scheme=native, or set label_scheme.mapping.{key}={name} "
+                    f"(or remove it with ~label_scheme.mapping.{key})."
+                )
+
+    def _class_of(self, label: str) -> str | None:
+        """The class ``label`` names, exactly or as a synonym (``None`` if none)."""
+        if label in self.classes:
+            return label
+        canonical = canonical_emotion(label)
+        return next((c for c in self.classes if canonical_emotion(c) == canonical), None)
+
+    def no_sample_hint(self, name: str, in_corpus: bool) -> str:  # noqa: D102
+        routed = [
+            k
+            for k, v in self.mapping.items()
+            if canonical_emotion(k) == canonical_emotion(name) and v != name
+        ]
+        if routed:
+            key = routed[0]
+            return (
+                f"label_scheme.mapping still maps {key} -> {self.mapping[key]}; use label_scheme=native "
+                f"or set label_scheme.mapping.{key}={name}"
+            )
+        return super().no_sample_hint(name, in_corpus)
+
+    def _known_classes(self) -> tuple[str, ...]:
+        if self.classes is None:
+            raise LabelSchemeError(
+                f"scheme {self.name!r} takes its classes from the corpus: call prepare() on it first."
+            )
+        return tuple(self.classes)
 
     @property
     def num_outputs(self) -> int:  # noqa: D102
-        return len(self.classes)
+        return len(self._known_classes())
 
     @property
     def class_names(self) -> tuple[str, ...]:  # noqa: D102
-        return tuple(self.classes)
+        return () if self.classes is None else tuple(self.classes)
 
     @property
     def uses_soft_targets(self) -> bool:  # noqa: D102
@@ -321,10 +484,25 @@ class CategoricalScheme(LabelScheme):
         )
 
     def map_label(self, label: str) -> str | None:
-        """Map one native label onto the scheme (``None``: not part of the scheme)."""
+        """Map one native label onto the scheme (``None``: dropped; ``"<unmapped>"``: unknown).
+
+        Order: ``mapping`` (exact, then normalised key), a class (exact, then synonym), then
+        ``mapping`` by synonym (a ``calmness`` label follows ``calm: neutral``).
+        """
         if label in self.mapping:
             return self.mapping[label]
-        return label if label in self.classes else "<unmapped>"
+        normalised = normalise_label(label)
+        canonical = canonical_emotion(label)
+        by_key = {normalise_label(k): v for k, v in self.mapping.items()}
+        if normalised in by_key:
+            return by_key[normalised]
+        if self.classes is None:
+            return canonical
+        name = self._class_of(label)
+        if name is not None:
+            return name
+        by_emotion = {canonical_emotion(k): v for k, v in self.mapping.items()}
+        return by_emotion.get(canonical, "<unmapped>")
 
     def prepare(self, manifest: pd.DataFrame) -> pd.DataFrame:  # noqa: D102
         if manifest[schema.EMOTION].isna().all():
@@ -332,7 +510,9 @@ class CategoricalScheme(LabelScheme):
                 f"scheme {self.name!r} needs categorical labels but the corpus has none; "
                 "use label_scheme=valence_arousal."
             )
-        mapped = manifest[schema.EMOTION].map(lambda e: None if pd.isna(e) else self.map_label(e))
+        # Map each distinct label once: corpora have few labels and up to ~10^5 samples.
+        lookup = {e: self.map_label(e) for e in manifest[schema.EMOTION].dropna().unique()}
+        mapped = manifest[schema.EMOTION].map(lambda e: None if pd.isna(e) else lookup[e])
         unmapped = mapped == "<unmapped>"
         if unmapped.any() and self.unmapped == "error":
             examples = manifest.loc[unmapped, [schema.ID, schema.EMOTION]].head(5).values.tolist()
@@ -348,12 +528,20 @@ class CategoricalScheme(LabelScheme):
         out[schema.EMOTION] = mapped[keep]
         if out.empty:
             raise LabelSchemeError(f"no sample of the corpus has a label in scheme {self.name!r}.")
+        if self.classes is None:
+            # Classes from the corpus (the native scheme of a text table): the labels it has.
+            self._set_classes(sorted(out[schema.EMOTION].unique()))
         if self.target == "soft" and out[schema.ANNOTATIONS].isna().all():
             raise LabelSchemeError(
                 f"label_scheme.target=soft needs annotator labels, which corpus "
                 f"{out[schema.CORPUS].iloc[0]!r} does not provide; use target=hard."
             )
         return out.reset_index(drop=True)
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:
+        """Restore classes the scheme took from the corpus (``classes=None``); configured ones stay."""
+        if self.classes is None and "classes" in state:
+            self._set_classes(state["classes"])
 
     def targets(self, manifest: pd.DataFrame) -> dict[str, np.ndarray]:  # noqa: D102
         index = {c: i for i, c in enumerate(self.classes)}
@@ -497,8 +685,14 @@ class DimensionalScheme(LabelScheme):
         per_dim = [f"{d}_{m}" for d in self.dims for m in ("ccc", "pearson", "mae")]
         return ("loss", "ccc", "mae", *per_dim)
 
-    def prepare(self, manifest: pd.DataFrame) -> pd.DataFrame:  # noqa: D102
+    def prepare(self, manifest: pd.DataFrame) -> pd.DataFrame:
+        """The samples with every target dimension, derived from the category where allowed.
+
+        How many values of each dimension were derived rather than annotated is recorded in
+        ``attrs["derived_targets"]`` of the returned frame (read by :meth:`derived_targets`).
+        """
         out = manifest.copy()
+        derived = pd.DataFrame(False, index=out.index, columns=list(self.dims))
         if self.derive_from_category:
             for position, dim in enumerate((schema.VALENCE, schema.AROUSAL)):
                 out[dim] = out[dim].astype(float)
@@ -507,13 +701,41 @@ class DimensionalScheme(LabelScheme):
                     out.loc[missing, dim] = [
                         circumplex(e)[position] for e in out.loc[missing, schema.EMOTION]
                     ]
+                if dim in derived.columns:
+                    derived[dim] = missing
         usable = out[list(self.dims)].notna().all(axis=1)
         out = out.loc[usable].reset_index(drop=True)
         if out.empty:
             raise LabelSchemeError(
                 f"no sample has {list(self.dims)} ratings (or a category to derive them from)."
             )
+        out.attrs[DERIVED_ATTR] = {dim: int(derived.loc[usable, dim].sum()) for dim in self.dims}
         return out
+
+    def derived_targets(self, manifest: pd.DataFrame) -> list[str]:
+        """The dimensions of which :meth:`prepare` derived at least one value from the category.
+
+        Read from what :meth:`prepare` recorded in ``manifest.attrs``. Where a later step lost
+        the attrs, a dimension counts as derived when every categorised sample sits exactly on
+        its category's circumplex prototype (samples of a category without one, such as
+        ``other``, were annotated), which annotated ratings practically never do.
+        """
+        recorded = manifest.attrs.get(DERIVED_ATTR)
+        if isinstance(recorded, Mapping):
+            return [dim for dim in self.dims if recorded.get(dim, 0) > 0]
+        if not self.derive_from_category:
+            return []
+        labelled = manifest[manifest[schema.EMOTION].isin(CIRCUMPLEX)]
+        if labelled.empty:
+            return []
+        derived = []
+        for position, dim in enumerate((schema.VALENCE, schema.AROUSAL)):
+            if dim not in self.dims:
+                continue
+            prototypes = np.array([circumplex(e)[position] for e in labelled[schema.EMOTION]])
+            if np.allclose(labelled[dim].to_numpy(dtype=float), prototypes, rtol=0.0, atol=1e-9):
+                derived.append(dim)
+        return derived
 
     def targets(self, manifest: pd.DataFrame) -> dict[str, np.ndarray]:  # noqa: D102
         return {"dims": manifest[list(self.dims)].to_numpy(dtype=np.float32)}
@@ -620,6 +842,15 @@ class MultiTaskScheme(LabelScheme):
 
     def prepare(self, manifest: pd.DataFrame) -> pd.DataFrame:  # noqa: D102
         return self.dimensional.prepare(self.categorical.prepare(manifest))
+
+    def derived_targets(self, manifest: pd.DataFrame) -> list[str]:  # noqa: D102
+        return self.dimensional.derived_targets(manifest)
+
+    def no_sample_hint(self, name: str, in_corpus: bool) -> str:  # noqa: D102
+        return self.categorical.no_sample_hint(name, in_corpus)
+
+    def restore_state(self, state: Mapping[str, Any]) -> None:  # noqa: D102
+        self.categorical.restore_state(state)
 
     def targets(self, manifest: pd.DataFrame) -> dict[str, np.ndarray]:  # noqa: D102
         return {**self.categorical.targets(manifest), **self.dimensional.targets(manifest)}

@@ -266,10 +266,19 @@ def test_text_configuration_errors(tmp_path):
     assert len(load_text_table(held_out, split_column="part", split_names={"heldout": None}, **columns)) == 1
     with pytest.raises(CorpusError, match="must map onto train, val, test or null"):
         load_text_table(held_out, split_column="part", split_names={"heldout": "exam"}, **columns)
-    with pytest.raises(CorpusError, match="label 'joy' has no canonical emotion"):
-        load_text_table(
-            path, text_column="utterance", label_column="emo", label_names=["joy", "anger", "neutral"]
-        )
+    # Declared names are read through the synonym table (joy -> happiness); a name that is no
+    # spelling of an emotion needs a mapping.
+    loved = tmp_path / "loved.csv"
+    loved.write_text("utterance,emo\nyay,joy\nadore,love\n")
+    with pytest.raises(CorpusError, match="label 'love' has no canonical emotion"):
+        load_text_table(loved, text_column="utterance", label_column="emo", label_names=["joy", "love"])
+    assert load_text_table(
+        loved,
+        text_column="utterance",
+        label_column="emo",
+        label_names=["joy", "love"],
+        mapping={"love": None},
+    )[schema.EMOTION].tolist() == ["happiness"]
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "notes.md").write_text("x")
     with pytest.raises(CorpusError, match="without split files"):
@@ -314,8 +323,13 @@ def test_hf_saved_dataset_dict_with_classlabels(tmp_path):
     assert manifest[schema.ID].tolist()[:2] == ["train-0", "train-1"]
     only_test = load_hf_dataset(root, splits=["test"], mapping={"joy": "happiness", "love": "happiness"})
     assert only_test[schema.EMOTION].tolist() == ["fear", "surprise"]
-    with pytest.raises(CorpusError, match="label 'joy' has no canonical emotion"):
+    # joy is a synonym of happiness; love is no spelling of an emotion and needs a mapping.
+    with pytest.raises(CorpusError, match="label 'love' has no canonical emotion"):
         load_hf_dataset(root)
+    assert load_hf_dataset(root, mapping={"love": None})[schema.EMOTION].tolist()[:2] == [
+        "sadness",
+        "happiness",
+    ]
 
 
 def test_hf_goemotions_sequence_classlabel_is_multilabel(tmp_path, make_goemotions):

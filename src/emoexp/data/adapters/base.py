@@ -10,7 +10,7 @@ or line of a text file is named by its line in the file (:func:`file_line`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,7 +18,7 @@ from typing import Literal
 import pandas as pd
 
 from emoexp.data import schema
-from emoexp.labels.emotions import CIRCUMPLEX
+from emoexp.labels.emotions import CIRCUMPLEX, canonical_emotion, normalise_label
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,55 @@ SPLIT_NAMES: dict[str, str] = {
 
 class CorpusError(ValueError):
     """A corpus folder, file or row does not follow the corpus's layout or cannot be read."""
+
+
+@dataclass
+class EmotionMap:
+    """Native label -> canonical emotion, as every adapter with configurable labels reads them.
+
+    A label is looked up in ``mapping`` (exactly, then by its normalised spelling: case and
+    blanks ignored), then in the synonym table (``labels.emotions.SYNONYMS``: ``joy`` and
+    ``happy`` -> ``happiness``, ``angry`` -> ``anger``, ...).
+
+    Args:
+        corpus: Corpus name, for messages.
+        mapping: Native label -> canonical emotion (or a synonym of one); ``None`` leaves the label out.
+
+    Raises:
+        CorpusError: If ``mapping`` maps onto something that is no canonical emotion.
+    """
+
+    corpus: str
+    mapping: Mapping[str, str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        resolved = {
+            k: None if v is None else canonical_emotion(v) for k, v in dict(self.mapping or {}).items()
+        }
+        bad = {
+            k: self.mapping[k] for k, v in resolved.items() if v is not None and v not in CANONICAL_EMOTIONS
+        }
+        if bad:
+            raise CorpusError(
+                f"{self.corpus}: data.corpus.mapping maps onto non-canonical emotion(s) {bad}; "
+                f"use one of {sorted(CANONICAL_EMOTIONS)} (or a synonym such as joy, angry, sad) or null."
+            )
+        self.mapping = resolved
+        self._by_key = {normalise_label(k): v for k, v in resolved.items()}
+
+    def mapped(self, label: str) -> bool:
+        """Whether ``mapping`` names ``label`` (exactly or by its normalised spelling)."""
+        return label in self.mapping or normalise_label(label) in self._by_key
+
+    def known(self, label: str) -> bool:
+        """Whether ``label`` is mapped, a canonical emotion or a synonym of one."""
+        return self.mapped(label) or canonical_emotion(label) in CANONICAL_EMOTIONS
+
+    def __call__(self, label: str) -> str | None:
+        """The canonical emotion of ``label`` (``None``: left out); an unknown label comes back as given."""
+        if label in self.mapping:
+            return self.mapping[label]
+        return self._by_key.get(normalise_label(label), canonical_emotion(label))
 
 
 @dataclass

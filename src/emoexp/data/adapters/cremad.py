@@ -27,18 +27,15 @@ from emoexp.data.adapters.base import (
     files_under,
     require_root,
 )
+from emoexp.labels.emotions import canonical_emotion
 
 log = logging.getLogger(__name__)
 
 CORPUS = "cremad"
 EMOTIONS: dict[str, str] = {
-    "ANG": "anger",
-    "DIS": "disgust",
-    "FEA": "fear",
-    "HAP": "happiness",
-    "NEU": "neutral",
-    "SAD": "sadness",
+    code: canonical_emotion(code) for code in ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 }
+"""Emotion codes of the file names -> canonical names (the codes are in the synonym table)."""
 LEVELS: dict[str, str] = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
 SENTENCES: tuple[str, ...] = (
     "IEO",

@@ -18,9 +18,10 @@ import pandas as pd
 
 from emoexp.data import schema
 from emoexp.data.adapters.base import FILE_FIX, OnError, Problems, audio_problem, files_under, require_root
+from emoexp.labels.emotions import canonical_emotion
 
 CORPUS = "emodb"
-EMOTIONS: dict[str, str] = {
+NATIVE_NAMES: dict[str, str] = {
     "W": "anger",
     "L": "boredom",
     "E": "disgust",
@@ -29,6 +30,9 @@ EMOTIONS: dict[str, str] = {
     "T": "sadness",
     "N": "neutral",
 }
+"""Emotion letters -> the English names of the Emo-DB documentation (Wut, Langeweile, ...)."""
+EMOTIONS: dict[str, str] = {code: canonical_emotion(name) for code, name in NATIVE_NAMES.items()}
+"""Emotion letters -> canonical names; 7 classes, ``boredom`` kept."""
 SPEAKER_GENDER: dict[str, str] = {
     "03": "male",
     "08": "female",

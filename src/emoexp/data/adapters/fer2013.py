@@ -32,9 +32,12 @@ import pandas as pd
 
 from emoexp.data import schema
 from emoexp.data.adapters.base import CorpusError, OnError, Problems, file_line, read_text, require_root
+from emoexp.labels.emotions import canonical_emotion
 
 CORPUS = "fer2013"
-EMOTIONS: tuple[str, ...] = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+NATIVE_NAMES: tuple[str, ...] = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
+"""FER2013's names of the integer labels 0-6."""
+EMOTIONS: tuple[str, ...] = tuple(canonical_emotion(name) for name in NATIVE_NAMES)
 """Canonical names of the integer labels 0-6."""
 USAGE: dict[str, str] = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 SIDE = 48

@@ -34,18 +34,14 @@ from emoexp.data.adapters.base import (
     read_text,
     require_root,
 )
+from emoexp.labels.emotions import canonical_emotion
 
 CORPUS = "iemocap"
 EMOTIONS: dict[str, str] = {
-    "neu": "neutral",
-    "hap": "happiness",
-    "exc": "excitement",
-    "sad": "sadness",
-    "ang": "anger",
-    "fru": "frustration",
-    "sur": "surprise",
-    "fea": "fear",
-    "dis": "disgust",
+    **{
+        code: canonical_emotion(code)
+        for code in ("neu", "hap", "exc", "sad", "ang", "fru", "sur", "fea", "dis")
+    },
     "oth": "other",
     "xxx": "no_agreement",
 }
@@ -65,7 +61,9 @@ ANNOTATOR_LABELS: dict[str, str] = {
     "disgust": "disgust",
     "other": "other",
 }
-"""Category names used on the per-annotator ``C-E*`` lines."""
+"""Category names used on the per-annotator ``C-E*`` lines (other spellings of these emotions,
+such as ``Happy`` or ``Angry``, are read through the synonym table)."""
+_ANNOTATOR_SYNONYMS: dict[str, str] = {label: label for label in ANNOTATOR_LABELS.values()}
 ANNOTATORS = "annotators"
 """Optional manifest column (see ``labels.aggregation``): the evaluator behind each annotation.
 Evaluator ids are qualified by session (``Session1/E2``): the release does not say whether
@@ -93,9 +91,10 @@ def _annotations(line: str) -> tuple[str, list[str]] | None:
     """
     match = _EVALUATOR.match(line)
     names = [n.strip().lower() for n in match.group(2).split(";") if n.strip()] if match else []
-    if not names or any(n not in ANNOTATOR_LABELS for n in names):
+    labels = [ANNOTATOR_LABELS.get(n) or _ANNOTATOR_SYNONYMS.get(canonical_emotion(n)) for n in names]
+    if not labels or None in labels:
         return None
-    return match.group(1), [ANNOTATOR_LABELS[n] for n in names]
+    return match.group(1), labels
 
 
 def _turn(line: str) -> tuple[dict | None, str | None]:

@@ -5,8 +5,9 @@ Layouts::
     root/<class>/<image>.png|jpg|...                    no official split
     root/<split>/<class>/<image>.png|jpg|...            split folders train / val|validation|dev / test
 
-Folder names are mapped onto canonical emotion names (``happy`` -> ``happiness``, ...;
-extend or override with ``mapping``). Subjects and group attributes come from an optional
+Folder names are mapped onto canonical emotion names through the synonym table of
+``labels.emotions`` (``happy`` -> ``happiness``, ``Angry`` -> ``anger``, ...; extend or
+override with ``mapping``). Subjects and group attributes come from an optional
 metadata CSV (``path,subject,<group columns>``, ``path`` relative to ``root``) or from a
 regular expression on the file name (e.g. ``^(S\d{3})_`` for CK+'s ``S005_001_00000011.png``);
 without either, every image is its own subject and subject-independent protocols cannot be
@@ -27,6 +28,7 @@ from emoexp.data.adapters.base import (
     FILE_FIX,
     SPLIT_NAMES,
     CorpusError,
+    EmotionMap,
     OnError,
     Problems,
     files_under,
@@ -36,37 +38,7 @@ from emoexp.data.adapters.base import (
 
 CORPUS = "image_folder"
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-FOLDER_NAMES: dict[str, str] = {
-    "angry": "anger",
-    "anger": "anger",
-    "disgust": "disgust",
-    "disgusted": "disgust",
-    "fear": "fear",
-    "fearful": "fear",
-    "happy": "happiness",
-    "happiness": "happiness",
-    "joy": "happiness",
-    "sad": "sadness",
-    "sadness": "sadness",
-    "surprise": "surprise",
-    "surprised": "surprise",
-    "neutral": "neutral",
-    "contempt": "contempt",
-    "calm": "calm",
-}
-"""Default folder name (lower-cased) -> canonical emotion."""
 _LAYOUT = "one folder per class (root/<class>/*.png), optionally inside train/val/test folders"
-
-
-def _check_mapping(mapping: Mapping[str, str | None]) -> dict[str, str | None]:
-    merged = {**FOLDER_NAMES, **{str(k).lower(): v for k, v in mapping.items()}}
-    bad = {k: v for k, v in merged.items() if v is not None and v not in CANONICAL_EMOTIONS}
-    if bad:
-        raise CorpusError(
-            f"{CORPUS}: data.corpus.mapping maps onto non-canonical emotion(s) {bad}; "
-            f"use one of {sorted(CANONICAL_EMOTIONS)} (or null to leave a folder out)."
-        )
-    return merged
 
 
 def _read_metadata(path: Path, base: Path) -> pd.DataFrame:
@@ -133,8 +105,8 @@ def load_image_folder(
     Args:
         root: Folder holding one sub-folder per class, optionally below split folders
             (``train``, ``val``/``validation``/``dev``, ``test``), which give ``official_split``.
-        mapping: Folder name -> canonical emotion, merged over ``FOLDER_NAMES`` (case-insensitive);
-            ``null`` leaves a folder out, e.g. ``{contempt: null}``.
+        mapping: Folder name -> canonical emotion, looked up before the synonym table
+            (case-insensitive); ``null`` leaves a folder out, e.g. ``{contempt: null}``.
         metadata: CSV with columns ``path`` (relative to ``root``), ``subject`` and any group
             columns (each becomes ``group_<column>``).
         subject_pattern: Regular expression whose first group, searched in the file name, is
@@ -152,7 +124,7 @@ def load_image_folder(
     """
     base = require_root(root, corpus, _LAYOUT)
     problems = Problems(corpus, on_error, _LAYOUT)
-    names = _check_mapping(mapping or {})
+    names = EmotionMap(corpus, mapping or {})
     meta = _read_metadata(Path(metadata), base) if metadata else None
     pattern = re.compile(subject_pattern) if subject_pattern else None
     top = [p.name.lower() for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")]
@@ -165,7 +137,7 @@ def load_image_folder(
             problems(path, "is not inside a class folder", f"Arrange the corpus as {_LAYOUT}")
             continue
         folder = parts[0]
-        if folder.lower() not in names:
+        if not names.known(folder):
             problems(
                 path,
                 f"its class folder {folder!r} is not a known emotion name",
@@ -174,7 +146,7 @@ def load_image_folder(
                 f"or leave it out with '++data.corpus.mapping.{folder}=null'",
             )
             continue
-        emotion = names[folder.lower()]
+        emotion = names(folder)
         if emotion is None:
             continue
         bad_image = image_problem(path)

@@ -19,18 +19,22 @@ import pandas as pd
 
 from emoexp.data import schema
 from emoexp.data.adapters.base import FILE_FIX, OnError, Problems, audio_problem, files_under, require_root
+from emoexp.labels.emotions import canonical_emotion
 
 CORPUS = "ravdess"
-EMOTIONS: dict[str, str] = {
+NATIVE_NAMES: dict[str, str] = {
     "01": "neutral",
     "02": "calm",
-    "03": "happiness",
-    "04": "sadness",
-    "05": "anger",
-    "06": "fear",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fearful",
     "07": "disgust",
-    "08": "surprise",
+    "08": "surprised",
 }
+"""Emotion codes -> RAVDESS's own names, as its documentation spells them."""
+EMOTIONS: dict[str, str] = {code: canonical_emotion(name) for code, name in NATIVE_NAMES.items()}
+"""Emotion codes -> canonical names (through the synonym table); 8 classes, ``calm`` kept."""
 INTENSITIES: dict[str, str] = {"01": "normal", "02": "strong"}
 CHANNELS: dict[str, str] = {"01": "speech", "02": "song"}
 _NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")

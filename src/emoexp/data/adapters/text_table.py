@@ -30,12 +30,14 @@ from emoexp.data.adapters.base import (
     CANONICAL_EMOTIONS,
     SPLIT_NAMES,
     CorpusError,
+    EmotionMap,
     OnError,
     Problems,
     file_line,
     read_text,
     require_root,
 )
+from emoexp.labels.emotions import normalise_label
 
 FORMATS: dict[str, str] = {
     ".csv": "csv",
@@ -83,22 +85,25 @@ class TextColumns:
     split_names: Mapping[str, str | None] | None = None
 
     def __post_init__(self) -> None:
-        self.mapping = dict(self.mapping or {})
-        bad = {k: v for k, v in self.mapping.items() if v is not None and v not in CANONICAL_EMOTIONS}
-        if bad:
-            raise CorpusError(
-                f"{self.corpus}: data.corpus.mapping maps onto non-canonical emotion(s) {bad}; "
-                f"use one of {sorted(CANONICAL_EMOTIONS)} or null."
-            )
+        self.emotions = EmotionMap(self.corpus, self.mapping)
+        self.mapping = self.emotions.mapping
         self.label_names = None if self.label_names is None else [str(n) for n in self.label_names]
+        # A label cell may spell a declared name in another case ("Joy" for "joy").
+        self._declared = {normalise_label(n): n for n in self.label_names or ()}
         self.split_names = split_names_map(self.corpus, self.split_names)
 
     @property
     def vocabulary(self) -> set[str]:
-        """Native labels the corpus may use."""
+        """Native labels the corpus may use (without ``label_names``: synonyms of these too)."""
         if self.label_names is not None:
             return set(self.label_names)
         return set(self.mapping) | CANONICAL_EMOTIONS
+
+    def known(self, name: str) -> bool:
+        """Whether ``name`` is a declared name, or (without them) mapped, an emotion or its synonym."""
+        if self.label_names is not None:
+            return name in self._declared.values()
+        return self.emotions.known(name)
 
     def check_columns(self, frame: pd.DataFrame, source: str) -> None:
         """Raise if a configured column is absent from ``frame``."""
@@ -118,7 +123,7 @@ class TextColumns:
         if self.label_names is not None and (isinstance(item, int | np.integer) or text.isdigit()):
             index = int(text)
             return self.label_names[index] if 0 <= index < len(self.label_names) else f"<id {index}>"
-        return text
+        return self._declared.get(normalise_label(text), text)
 
     def native_labels(self, value: Any) -> list[str]:
         """Native label names in one label cell."""
@@ -133,8 +138,8 @@ class TextColumns:
         return [self._name(i) for i in items if str(i).strip()]
 
     def emotion_of(self, names: list[str]) -> str | None:
-        """The one canonical emotion ``names`` map onto, else ``None``."""
-        mapped = {self.mapping.get(n, n) for n in names} - {None}
+        """The one canonical emotion ``names`` map onto (through mapping and synonyms), else ``None``."""
+        mapped = {self.emotions(n) for n in names} - {None}
         return mapped.pop() if len(mapped) == 1 and mapped <= CANONICAL_EMOTIONS else None
 
     def rows(
@@ -158,7 +163,7 @@ class TextColumns:
         vocabulary = self.vocabulary
         for position, record in enumerate(frame.to_dict("records")):
             names = self.native_labels(record[self.label_column])
-            unknown = [n for n in names if n not in vocabulary]
+            unknown = [n for n in names if not self.known(n)]
             text = record[self.text_column]
             if not isinstance(text, str) or not text.strip():
                 problems(where(position), f"has an empty or missing text ({text!r})", _FIX_ROW)
@@ -169,14 +174,14 @@ class TextColumns:
             if unknown:
                 problems(
                     where(position),
-                    f"label(s) {unknown} are outside the corpus vocabulary {sorted(vocabulary)}",
+                    f"label(s) {unknown} are outside the corpus vocabulary {sorted(vocabulary)}"
+                    f"{'' if self.label_names is not None else ' (or a synonym of one)'}",
                     "Add them to data.corpus.mapping / data.corpus.label_names, or fix the row",
                 )
                 continue
             emotion = self.emotion_of(names)
             if not self.multilabel:
-                target = self.mapping.get(names[0], names[0])
-                if target is None:
+                if self.emotions(names[0]) is None:
                     continue
                 if emotion is None:
                     problems(

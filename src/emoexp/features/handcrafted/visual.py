@@ -9,13 +9,17 @@
 Landmarks come from the manifest column ``landmarks`` (per sample, the flattened
 ``[x0, y0, x1, y1, ...]`` coordinates in pixels): the embedded faces carry the positions their
 generator drew (``emoexp.data.embedded.visual.LANDMARKS``); no landmark detector is run here
-(see docs/landmarks.md for why, and how to add landmarks to a real corpus).
+(see docs/landmarks.md for why, and how to add landmarks to a real corpus). By default
+(``landmarks="auto"``) the geometry is used where the samples have landmarks and left out
+where they have none (FER2013, image folders).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -23,6 +27,8 @@ import pandas as pd
 from emoexp.data import schema
 from emoexp.features.handcrafted import VectorFeatures
 from emoexp.features.visual import load_image
+
+log = logging.getLogger(__name__)
 
 LANDMARKS_COLUMN = "landmarks"
 
@@ -33,6 +39,16 @@ EMBEDDED_RIGHT_EYE: tuple[int, ...] = (13, 14, 15, 16)
 
 class LandmarkError(ValueError):
     """Landmarks are missing or do not have the expected layout."""
+
+
+def has_landmarks(manifest: pd.DataFrame) -> bool:
+    """Whether every sample of ``manifest`` has a non-empty ``landmarks`` value."""
+    if LANDMARKS_COLUMN not in manifest.columns or manifest.empty:
+        return False
+    return all(
+        value is not None and not (np.isscalar(value) and pd.isna(value)) and np.size(value) > 0
+        for value in manifest[LANDMARKS_COLUMN]
+    )
 
 
 def hog_features(
@@ -109,7 +125,10 @@ class FaceFeatures(VectorFeatures):
         size: Side the grayscale images are resized to.
         hog: Include HOG.
         lbp: Include LBP histograms.
-        landmarks: Include landmark geometry (needs a ``landmarks`` manifest column).
+        landmarks: Include landmark geometry: ``True`` (needs a ``landmarks`` manifest column),
+            ``False``, or ``"auto"``: when every sample of the first extracted manifest has
+            landmarks (the embedded faces), not otherwise (FER2013, image folders). The choice is
+            then kept, so the feature layout never changes between calls.
         hog_orientations: HOG orientation bins.
         hog_pixels_per_cell: HOG cell side in pixels.
         hog_cells_per_block: HOG block side in cells.
@@ -128,7 +147,7 @@ class FaceFeatures(VectorFeatures):
         size: int = 48,
         hog: bool = True,
         lbp: bool = True,
-        landmarks: bool = True,
+        landmarks: bool | Literal["auto"] = True,
         hog_orientations: int = 9,
         hog_pixels_per_cell: int = 8,
         hog_cells_per_block: int = 2,
@@ -138,8 +157,10 @@ class FaceFeatures(VectorFeatures):
         left_eye: Sequence[int] = EMBEDDED_LEFT_EYE,
         right_eye: Sequence[int] = EMBEDDED_RIGHT_EYE,
     ):
-        if not (hog or lbp or landmarks):
-            raise ValueError("FaceFeatures needs at least one of hog, lbp, landmarks set to true.")
+        if landmarks not in (True, False, "auto"):
+            raise ValueError(f"FaceFeatures landmarks must be true, false or 'auto', got {landmarks!r}.")
+        if not (hog or lbp or landmarks is True):
+            raise ValueError("FaceFeatures needs hog or lbp set to true (or landmarks=true).")
         self.size = size
         self.hog = hog
         self.lbp = lbp
@@ -153,6 +174,8 @@ class FaceFeatures(VectorFeatures):
         self.left_eye = tuple(int(i) for i in left_eye)
         self.right_eye = tuple(int(i) for i in right_eye)
         self._n_landmarks: int | None = None
+        # What landmarks="auto" resolved to on the first manifest (None: not resolved yet).
+        self._uses_landmarks: bool | None = None if landmarks == "auto" else bool(landmarks)
 
     def appearance(self, image: np.ndarray) -> np.ndarray:
         """HOG and/or LBP features of one ``[size, size]`` grayscale image."""
@@ -214,6 +237,26 @@ class FaceFeatures(VectorFeatures):
             # only the appearance part is cached.
             matrix, hit = self._cached(manifest, compute, cache_dir, use_cache)
             parts.append(matrix)
-        if self.landmarks:
+        if self.uses_landmarks(manifest):
             parts.append(self.geometry(manifest))
+        if not parts:
+            raise LandmarkError(
+                "model.features.visual has hog=false and lbp=false, and landmarks='auto' found no "
+                f"'{LANDMARKS_COLUMN}' on these samples: set hog or lbp to true."
+            )
         return np.concatenate(parts, axis=1).astype(np.float32), hit
+
+    def uses_landmarks(self, manifest: pd.DataFrame) -> bool:
+        """Whether the landmark geometry is part of the features (resolving ``"auto"`` on first use).
+
+        ``"auto"`` uses landmarks when every sample of ``manifest`` has them; later calls keep
+        that choice, and :meth:`geometry` then names a sample that lacks them.
+        """
+        if self._uses_landmarks is None:
+            self._uses_landmarks = has_landmarks(manifest)
+            if not self._uses_landmarks:
+                log.info(
+                    "FaceFeatures: no '%s' on every sample; using HOG/LBP appearance features only.",
+                    LANDMARKS_COLUMN,
+                )
+        return self._uses_landmarks
