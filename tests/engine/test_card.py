@@ -106,7 +106,7 @@ def test_targets_derived_from_the_category_are_on_the_card(compose, tmp_path):
     derived = protocol_card(prepare_run(compose([*corpus, "label_scheme=valence_arousal"])))
     assert derived["definition"]["labels"]["derived_targets"] == ["arousal", "valence"]
     assert derived["definition"]["labels"]["dimensions"] == ["valence", "arousal"]
-    categories = protocol_card(prepare_run(compose(corpus)))
+    categories = protocol_card(prepare_run(compose([*corpus, "label_scheme=native"])))
     assert categories["definition"]["labels"]["derived_targets"] == []
 
 
