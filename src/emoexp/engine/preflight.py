@@ -10,16 +10,17 @@ error therefore surfaces here, creates no run, and reaches the user as one messa
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from emoexp import config as config_checks
 from emoexp.config import ConfigError, instantiate
 from emoexp.data.adapters.base import CorpusError
+from emoexp.data.leakage.guard import LeakageError, LeakageResult, guard_leakage
 from emoexp.data.schema import ManifestError
 from emoexp.data.splits import Fold, SplitError
 from emoexp.engine import binding
@@ -38,6 +39,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ManifestError,
     SplitError,
     LabelSchemeError,
+    LeakageError,
     FileNotFoundError,
     NotADirectoryError,
     OmegaConfBaseException,
@@ -54,6 +56,7 @@ class RunPlan:
         manifest: The run's samples, labels applied.
         folds: The protocol's folds (one for holdout protocols).
         fingerprint: The config fingerprint (what ``resume=true`` matches).
+        leakage: What the leakage guard found (``None`` when ``leakage`` is not configured).
     """
 
     cfg: DictConfig
@@ -61,6 +64,7 @@ class RunPlan:
     manifest: pd.DataFrame
     folds: list[Fold]
     fingerprint: str
+    leakage: LeakageResult | None = field(default=None)
 
 
 def check_config(cfg: DictConfig) -> Any:
@@ -131,4 +135,16 @@ def prepare_run(cfg: DictConfig) -> RunPlan:
             " and ".join(derived),
             cfg.data.name,
         )
-    return RunPlan(cfg, scheme, manifest, folds, config_fingerprint(cfg))
+    leakage = check_leakage(cfg, manifest, folds)
+    if leakage is not None:
+        folds = leakage.folds
+    return RunPlan(cfg, scheme, manifest, folds, config_fingerprint(cfg), leakage)
+
+
+def check_leakage(cfg: DictConfig, manifest: pd.DataFrame, folds: list[Fold]) -> LeakageResult | None:
+    """Run the leakage guard of ``cfg.leakage`` (docs/leakage.md) on the folds, before any record."""
+    node = cfg.get("leakage")
+    if node is None:
+        return None
+    settings = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "mode"}
+    return guard_leakage(manifest, folds, node.get("mode", "warn"), cache_dir=cfg.paths.cache_dir, **settings)

@@ -241,6 +241,10 @@ def fit_run(
     facts.update({f"data/{k}": v for k, v in agreement(manifest).items() if np.isfinite(v)})
     recorder.log_metrics(run_id, facts)
     record_card(recorder, run_id, plan)  # protocol card (docs/protocols.md)
+    if plan.leakage is not None:  # the leakage guard's findings (docs/leakage.md)
+        recorder.log_metrics(run_id, {f"leakage/{k}": float(v) for k, v in plan.leakage.summary.items()})
+        if not plan.leakage.report.empty:
+            recorder.log_frame(run_id, plan.leakage.report, "reports/leakage.csv")
     output_dir = Path(plan.cfg.paths.output_dir)
     if len(folds) == 1:
         metrics, _ = fit_fold(plan, recorder, run_id, folds[0], output_dir, resume)
