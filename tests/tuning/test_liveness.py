@@ -95,7 +95,9 @@ def test_a_trial_whose_worker_went_silent_is_failed_and_queued_again(storage_url
     with liveness.heartbeat(study, trial, interval=0.2):
         time.sleep(0.6)  # alive and beating ... then the worker dies without a word
     assert liveness.fail_stale_trials(study, grace_period=2, retry=retry) == []  # within the grace period
-    time.sleep(2.5)
+    # SQLite's CURRENT_TIMESTAMP, which Optuna's heartbeat compares, has whole seconds: a silence of
+    # 2.5 s can read as 2 s (not stale yet); wait out the grace period plus that resolution.
+    time.sleep(3.5)
     assert liveness.fail_stale_trials(study, grace_period=2, retry=retry) == [trial.number]
     assert study.trials[trial.number].state.name == "FAIL"
     [again] = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
