@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -91,50 +90,3 @@ def gather_predictions(parts: list[list[dict[str, Any]]]) -> list[tuple[torch.Te
         rows, first = np.unique(rows, return_index=True)
         joined.append((outputs[torch.as_tensor(first)], rows))
     return joined
-
-
-class RankZeroOnlyClient:
-    """An MLflow client for ranks other than 0: reads go to the store, writes are dropped.
-
-    Reads let every rank reach the same decisions (which run and checkpoint to resume, which
-    folds are already done); a run this rank would create is a placeholder whose id is ``""``.
-
-    Args:
-        client: The real ``mlflow.MlflowClient``.
-    """
-
-    READS = frozenset(
-        {
-            "search_runs",
-            "get_metric_history",
-            "get_experiment",
-            "get_experiment_by_name",
-            "download_artifacts",
-            "list_artifacts",
-            "tracking_uri",
-        }
-    )
-
-    def __init__(self, client: Any):
-        self._client = client
-
-    @staticmethod
-    def placeholder_run() -> Any:
-        """A run-like object with empty id, name, tags and metrics."""
-        return SimpleNamespace(
-            info=SimpleNamespace(run_id="", run_name="", experiment_id="", status="RUNNING"),
-            data=SimpleNamespace(tags={}, metrics={}, params={}),
-        )
-
-    def get_run(self, run_id: str) -> Any:
-        """The stored run, or a placeholder for a run that only rank 0 created."""
-        return self._client.get_run(run_id) if run_id else self.placeholder_run()
-
-    def create_run(self, *args: Any, **kwargs: Any) -> Any:
-        """A placeholder: only rank 0 creates runs."""
-        return self.placeholder_run()
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self.READS:
-            return getattr(self._client, name)
-        return lambda *args, **kwargs: None
