@@ -3,7 +3,7 @@ PYTHON ?= python
 PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install train test test-all lint format ui tune bench clean
+.PHONY: install train test test-all lint format ui tune bench cluster cluster-down clean
 
 install: ## install emoexp and its pinned stack (a quick no-op when already installed)
 	$(PYTHON) tools/ensure_installed.py
@@ -11,10 +11,10 @@ install: ## install emoexp and its pinned stack (a quick no-op when already inst
 train: install ## train the default experiment (embedded audio, BiLSTM, ekman7) into ./mlflow.db
 	$(PYTHON) train.py $(ARGS)
 
-test: install ## the default (fast) test suite
+test: install ## every behaviour test (what CI runs); only the quality experiments stay out
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-test-all: install ## every test, slow end-to-end ones included
+test-all: install ## every test, the slow quality experiments (learnability) included
 	$(PYTHON) -m pytest -m "" $(PYTEST_ARGS)
 
 lint: install ## ruff lint and format check
@@ -34,6 +34,12 @@ ui: install ## MLflow UI over the default store on http://127.0.0.1:5000
 bench: install ## benchmarks (see docs/benchmarks.md)
 	$(PYTHON) bench/train_step_throughput.py
 	$(PYTHON) bench/startup_time.py
+
+cluster: ## one-node SLURM cluster on 127.0.0.1 for tests/cluster (root; installs slurm and munge when missing)
+	scripts/cluster/up.sh
+
+cluster-down: ## stop the test cluster's daemons
+	scripts/cluster/down.sh
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -49,3 +49,18 @@ def compose(tmp_path: Path, cache_dir: Path) -> Callable[..., object]:
 def tracking_uri(tmp_path: Path) -> str:
     """The per-test MLflow store used by ``compose``."""
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_process_wide_tracking_uri():
+    """A test that calls ``mlflow.set_tracking_uri`` must not redirect the next test's runs.
+
+    MLflow keeps the URI in a module global that outlives the test; there is no public reset
+    (``set_tracking_uri("")`` means ``./mlruns``), so the global goes back to unset.
+    """
+    yield
+    import sys
+
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if utils is not None:
+        utils._tracking_uri = None

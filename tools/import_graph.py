@@ -80,11 +80,21 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("features/evaluation", ("emoexp.features", "emoexp.evaluation", "emoexp.data.datamodule")),
     ("models/labels", ("emoexp.models", "emoexp.labels", "emoexp.tasks", "emoexp.distributed")),
     ("tracking/serving", ("emoexp.tracking", "emoexp.serving")),
-    ("engine", ("emoexp.engine",)),
+    # Robustness reports run after a run's folds (evaluate.robustness) and from their own command.
+    ("engine", ("emoexp.engine", "emoexp.robust")),
     ("tuning/comparison/ensembles", ("emoexp.tuning", "emoexp.comparison", "emoexp.ensembles")),
     (
         "cli",
-        ("emoexp.train", "emoexp.tune", "emoexp.compare", "emoexp.ensemble", "emoexp.predict", "emoexp.cli"),
+        (
+            "emoexp.train",
+            "emoexp.tune",
+            "emoexp.compare",
+            "emoexp.ensemble",
+            "emoexp.predict",
+            "emoexp.robustness",
+            "emoexp.export",
+            "emoexp.cli",
+        ),
     ),
 )
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from emoexp import cliargs, compare, ensemble, predict, tune
+from emoexp import cliargs, compare, ensemble, export, predict, robustness, tune
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = ("tune", "compare", "ensemble", "predict")
+COMMANDS = ("tune", "compare", "ensemble", "predict", "robustness", "export")
 HEAVY = ("torch", "lightning", "mlflow", "transformers", "timm")
 OPTION_LINE = re.compile(r"^  (\S+)=(.*)  \((.+)\)$")
 
@@ -49,6 +49,8 @@ UNKNOWN = {
     "compare": (["experiment=emoexp-audio", "grup_by=model"], "grup_by", "group_by"),
     "ensemble": (["runs=a,b", "mehtod=soft"], "mehtod", "method"),
     "predict": (["run_id=abc", "inptu=hello"], "inptu", "input"),
+    "robustness": (["run_id=abc", "familes=noise"], "familes", "families"),
+    "export": (["run_id=abc", "fromat=onnx"], "fromat", "format"),
 }
 
 
@@ -100,6 +102,8 @@ def test_unknown_key_names_it_and_suggests(command: str, tmp_path: Path) -> None
         (compare, compare.CompareOptions),
         (ensemble, ensemble.EnsembleOptions),
         (predict, predict.PredictOptions),
+        (export, export.ExportOptions),
+        (robustness, robustness.RobustnessOptions),
     ],
 )
 def test_help_lists_every_field_with_type_and_default(module, cls, capsys) -> None:

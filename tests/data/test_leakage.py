@@ -23,7 +23,6 @@ from PIL import Image, ImageEnhance
 from emoexp.data import schema
 from emoexp.data.embedded import load_embedded
 from emoexp.data.leakage import LeakageError, guard_leakage
-from emoexp.data.leakage.text import normalise
 from emoexp.data.splits import TEST, TRAIN, VAL, Fold, StratifiedHoldout
 
 TEXTS = [
@@ -185,16 +184,8 @@ def test_embedded_corpora_have_no_false_positive(modality: str, cache_dir: Path)
     start = time.perf_counter()
     result = guard_leakage(corpus, folds, "warn", cache_dir=cache_dir)
     print(f"embedded {modality}: {time.perf_counter() - start:.2f} s, {result.summary}")
-    flagged = _flagged(result.report)
-    if modality != "text":
-        assert flagged.empty, flagged
-        return
-    # The embedded text repeats sentences, some behind a filler word ("Sure. ..."): those are
-    # real copies. Anything flagged must be one, judged by word overlap, not by the detector.
-    text = corpus.set_index(schema.ID)[schema.TEXT].map(normalise)
-    for pair in flagged.itertuples():
-        words_a, words_b = set(text[pair.id_a].split()), set(text[pair.id_b].split())
-        assert len(words_a & words_b) / len(words_a | words_b) >= 0.6, (text[pair.id_a], text[pair.id_b])
+    # No embedded corpus carries duplicates across splits (generator version 5 rewrites repeated texts).
+    assert _flagged(result.report).empty, _flagged(result.report)
 
 
 def test_twenty_thousand_texts_are_indexed_not_compared_pairwise() -> None:

@@ -136,7 +136,6 @@ def test_predict_an_audio_folder_with_bad_files_predicts_the_rest(compose, track
     assert "is an image input" in err
 
 
-@pytest.mark.slow
 def test_mlflow_models_predict_cli_serves_the_logged_model(compose, tracking_uri, tmp_path):
     _, run_id, logged, manifest = _trained_run(compose, tracking_uri, ["modality=text", "model=lstm"])
     inputs = _test_inputs(logged, manifest, ["text"])

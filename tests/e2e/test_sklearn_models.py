@@ -149,7 +149,6 @@ def test_a_scheme_the_model_cannot_serve_is_rejected_clearly(compose, tracking_u
     assert experiment is None or _runs(tracking_uri, "emoexp-audio")[1] == []
 
 
-@pytest.mark.slow
 def test_cross_validation_with_a_sklearn_model(compose, tracking_uri):
     metrics = train(compose(["model=decision_tree", "protocol=speaker_kfold", "protocol.n_splits=3"]))
     _, runs = _runs(tracking_uri, "emoexp-audio")
@@ -162,7 +161,6 @@ def test_cross_validation_with_a_sklearn_model(compose, tracking_uri):
     assert metrics["test/uar"] == pytest.approx(parents[0].data.metrics["test/uar"])
 
 
-@pytest.mark.slow
 def test_test_lock_and_validation_only_model_selection(compose, tracking_uri):
     metrics = train(compose(["model=svm", "evaluate_test=false"]))
     client, [run] = _runs(tracking_uri, "emoexp-audio")

@@ -272,7 +272,6 @@ def _ddp_worker(rank: int, world_size: int, port: int, queue) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow
 def test_metrics_synchronise_across_ddp_processes() -> None:
     world_size = 2
     context = mp.get_context("spawn")

@@ -131,9 +131,11 @@ def test_categorical_test_report_matches_sklearn():
         "reports/classification_report.csv",
         "reports/per_group_metrics.csv",
         "reports/per_group_gaps.csv",
+        "reports/test_intervals.csv",
     }
     assert set(report.figures) == {"plots/confusion_matrix.png", "plots/reliability_diagram.png"}
-    assert set(report.metrics) == {"test/ece"}
+    intervals = {f"test/{m}_ci_{end}" for m in ("accuracy", "uar", "f1_macro") for end in ("low", "high")}
+    assert set(report.metrics) == {"test/ece", *intervals}
     _check_classification(report, test, EKMAN7)
     _check_per_group_accuracy(report, test)
     assert report.figures["plots/confusion_matrix.png"].axes[0].get_title() == "ekman7 (test)"
@@ -148,8 +150,16 @@ def test_dimensional_test_report_matches_numpy():
         "reports/regression_report.csv",
         "reports/per_group_metrics.csv",
         "reports/per_group_gaps.csv",
+        "reports/test_intervals.csv",
     }
-    assert not report.figures and not report.metrics
+    assert set(report.figures) == {
+        "plots/scatter_valence.png",
+        "plots/scatter_arousal.png",
+        "plots/circumplex.png",
+    }
+    report.close_figures()
+    dims = ("valence_ccc", "arousal_ccc", "ccc")
+    assert set(report.metrics) == {f"test/{m}_ci_{end}" for m in dims for end in ("low", "high")}
     regression = report.frames["reports/regression_report.csv"].set_index("dimension")
     for dim in ("valence", "arousal"):
         true, pred = test[f"{dim}_true"].to_numpy(), test[f"{dim}_pred"].to_numpy()
@@ -170,8 +180,15 @@ def test_both_test_report_has_the_categorical_and_the_dimensional_reports():
         "reports/regression_report.csv",
         "reports/per_group_metrics.csv",
         "reports/per_group_gaps.csv",
+        "reports/test_intervals.csv",
     }
-    assert set(report.figures) == {"plots/confusion_matrix.png", "plots/reliability_diagram.png"}
+    assert set(report.figures) == {
+        "plots/confusion_matrix.png",
+        "plots/reliability_diagram.png",
+        "plots/scatter_valence.png",
+        "plots/scatter_arousal.png",
+        "plots/circumplex.png",
+    }
     _check_classification(report, test, EKMAN7)
     _check_per_group_accuracy(report, test)
     assert {"accuracy", "valence_ccc"} <= set(report.frames["reports/per_group_metrics.csv"].columns)
@@ -183,7 +200,9 @@ def test_multilabel_test_report_matches_sklearn():
     test = _test_rows(scheme)
     report = scheme.test_report(test)
     assert set(report.frames) == {"reports/multilabel_report.csv", "reports/per_group_metrics.csv"}
-    assert not report.figures and not report.metrics
+    assert set(report.figures) == {"plots/per_label_f1.png"}
+    report.close_figures()
+    assert not report.metrics
     labels = list(scheme.state()["labels"])
 
     def multi_hot(column: str) -> np.ndarray:

@@ -91,7 +91,6 @@ def test_spawning_strategies_are_refused_with_the_supported_one():
     check_strategy(Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False))
 
 
-@pytest.mark.slow
 def test_ddp_sim_logs_one_run_with_every_sample_once_and_single_process_metrics(
     compose, run_train, store_runs, tracking_uri, tmp_path
 ):

@@ -132,7 +132,6 @@ def test_resume_with_nothing_interrupted_starts_a_new_run_and_a_wrong_id_is_refu
         train(compose(["trainer.max_epochs=1", f"resume={run.info.run_id}"]))
 
 
-@pytest.mark.slow
 def test_cross_validation_resumes_the_interrupted_fold_and_reuses_finished_ones(
     compose, tracking_uri, probe_importable, metric_history, tmp_path
 ):
@@ -184,7 +183,6 @@ def test_cross_validation_resumes_the_interrupted_fold_and_reuses_finished_ones(
     assert test["id"].is_unique and len(test) == int(resumed.data.metrics["data/samples"])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("trainer", ["default", "ddp_sim"])
 def test_sigterm_mid_epoch_in_a_subprocess_resumes_into_the_same_run(
     trainer, tmp_path, start_train, run_train, store_runs, metric_history

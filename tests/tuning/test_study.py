@@ -156,7 +156,6 @@ def test_cross_validated_trial_reports_the_running_mean_over_folds(
     assert steps[3] == pytest.approx(trial.value)  # the mean over folds is the trial's value
 
 
-@pytest.mark.slow
 def test_multi_objective_study_reports_the_pareto_front(
     tmp_path, tune_overrides, run_tune, load_study, mlflow_runs
 ):

@@ -121,7 +121,6 @@ def _reachable(url: str) -> str | None:
 
 
 @pytest.mark.db
-@pytest.mark.slow
 @pytest.mark.parametrize("server", sorted(SERVERS))
 def test_two_workers_share_a_study_on_a_database_server(server, tune_overrides, run_tune, tmp_path):
     url = SERVERS[server]

@@ -21,6 +21,7 @@ import pandas as pd
 
 from emoexp.comparison import plots
 from emoexp.comparison.analysis import Comparison
+from emoexp.comparison.robustness import add_robustness
 from emoexp.comparison.scoring import bare_name
 
 KIND = "comparison"
@@ -148,6 +149,7 @@ def build_report(comparison: Comparison, title: str, selection: dict[str, Any]) 
         _add_ranks(report, comparison)
     group_metric = _add_per_class(report, comparison)
     _add_per_group(report, comparison, group_metric)
+    add_robustness(report, comparison)  # curves of runs with a robustness report
     classes = list(comparison.scorer.classes)
     if comparison.scorer.categorical and all(
         f"prob_{k}" in comparison.systems[0].predictions().columns for k in classes

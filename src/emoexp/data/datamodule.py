@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -14,6 +14,9 @@ from torch.utils.data import DataLoader, Dataset
 from emoexp.data.splits import TEST, TRAIN, VAL, Fold
 from emoexp.features.base import Features, Featurizer, take
 from emoexp.features.cache import cached_features, content_key
+
+if TYPE_CHECKING:
+    from emoexp.features.augment import Augmentation
 
 
 class TensorDictDataset(Dataset):
@@ -78,6 +81,9 @@ class EmotionDataModule(pl.LightningDataModule):
         sampler: ``None`` or ``"balanced"`` (class-balanced sampling of training batches).
         cache_dir: Feature cache root.
         use_cache: Read/write the feature cache.
+        persistent_workers: Keep loader workers alive between epochs.
+        augmentation: Training-time augmentation (``conf/augment``): applied to training batches
+            only, after the feature cache (emoexp.features.augment, docs/augmentation.md).
     """
 
     def __init__(  # noqa: PLR0913 (the fold's data plus the config's loader options, by keyword)
@@ -93,6 +99,7 @@ class EmotionDataModule(pl.LightningDataModule):
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
         persistent_workers: bool = True,
+        augmentation: Augmentation | None = None,
     ):
         super().__init__()
         self.manifest = manifest
@@ -106,6 +113,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.sampler = sampler
         self.cache_dir = cache_dir
         self.use_cache = use_cache
+        self.augmentation = augmentation
         self.inputs: Features | None = None
         self.cache_hit = False
 
@@ -114,6 +122,22 @@ class EmotionDataModule(pl.LightningDataModule):
             self.inputs, self.cache_hit = build_features(
                 self.featurizer, self.manifest, self.fold.mask(TRAIN), self.cache_dir, self.use_cache
             )
+            if self.augmentation is not None:
+                train_rows = self.rows(TRAIN)
+                self.augmentation.prepare(
+                    self.featurizer, self.manifest, train_rows, self.inputs, self.cache_dir, self.use_cache
+                )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment training batches (never validation, test or prediction ones) before the device.
+
+        Here rather than in the dataset: the main process knows the epoch, so every draw is a
+        function of the seed, the epoch and the sample whatever the number of loader workers.
+        """
+        trainer = self.trainer
+        if self.augmentation is None or trainer is None or not trainer.training:
+            return batch
+        return self.augmentation.augment_batch(batch, trainer.current_epoch)
 
     def rows(self, part: str) -> np.ndarray:
         """Manifest row indices of one part."""

@@ -147,6 +147,13 @@ class SpeakerHoldout(Protocol):
         self.test_size = test_size
         self.group = group
 
+    def minimum_groups(self) -> int:
+        """The fewest speakers this split's sizes can be cut from (test first, then validation)."""
+        test_splits = max(2, round(1 / self.test_size))
+        val_splits = max(2, round(1 / (self.val_size / (1 - self.test_size))))
+        # The test part takes about 1/test_splits of the speakers; the rest must hold val_splits.
+        return max(test_splits, int(np.ceil(val_splits * test_splits / (test_splits - 1))))
+
     def _split(self, groups: np.ndarray, stratify: np.ndarray | None, size: float, seed: int):
         n_groups = len(np.unique(groups))
         n_splits = max(2, round(1 / size))
@@ -159,7 +166,11 @@ class SpeakerHoldout(Protocol):
             splitter = GroupShuffleSplit(n_splits=1, test_size=1 / n_splits, random_state=seed)
             return next(splitter.split(groups, groups=groups))
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        return next(splitter.split(groups, stratify, groups=groups))
+        splits = list(splitter.split(groups, stratify, groups=groups))
+        # StratifiedGroupKFold's shuffle only breaks ties between speakers of equal class balance:
+        # speakers whose balances differ (most real corpora) get the same folds for every seed.
+        # The seed therefore also picks which fold is held out.
+        return splits[int(np.random.default_rng(seed).integers(len(splits)))]
 
     def folds(self, manifest: pd.DataFrame, stratify: np.ndarray | None, seed: int) -> Iterator[Fold]:  # noqa: D102
         groups = manifest[self.group].to_numpy()
@@ -176,6 +187,64 @@ class SpeakerHoldout(Protocol):
         fold = _check_parts(Fold("speaker_holdout", assignment.astype(str)))
         assert_group_disjoint(manifest, fold, self.group)
         yield fold
+
+
+class SpeakerIndependentWhereKnown(Protocol):
+    """The default protocol: speaker-independent where the corpus has speakers, else random.
+
+    A corpus "has speakers" when its speaker/subject column groups samples (fewer distinct ids
+    than samples; adapters without speakers give every sample its own id) into enough groups
+    for the speaker-independent split's sizes. :meth:`resolve` names the protocol chosen, so
+    a run records the concrete one (its card, tags and run name), never ``auto``.
+
+    Args:
+        group: Column holding the speaker/subject id.
+        speaker_independent: ``val_size``/``test_size`` of the speaker-independent split.
+        random: ``val_size``/``test_size`` of the stratified random split.
+        name: Protocol name before resolution.
+    """
+
+    name = "auto"
+
+    def __init__(
+        self,
+        group: str = schema.SPEAKER,
+        speaker_independent: dict | None = None,
+        random: dict | None = None,
+        name: str = "auto",
+    ):
+        self.name = name
+        self.group = group
+        self.independent_sizes = dict(speaker_independent or {"val_size": 0.17, "test_size": 0.17})
+        self.random_sizes = dict(random or {"val_size": 0.15, "test_size": 0.15})
+
+    def resolve(self, manifest: pd.DataFrame) -> tuple[dict, str]:
+        """The concrete protocol's config for ``manifest`` and the reason it was chosen.
+
+        Returns:
+            ``({"_target_": ..., "name": ..., <sizes>}, reason)``.
+        """
+        independent = SpeakerHoldout(**self.independent_sizes, group=self.group)
+        ids = manifest[self.group] if self.group in manifest.columns else pd.Series(dtype=str)
+        n_groups = int(ids.nunique())
+        needed = independent.minimum_groups()
+        if 0 < n_groups < len(manifest) and n_groups >= needed:
+            chosen = {"_target_": f"{__name__}.SpeakerHoldout", "name": "speaker_holdout"}
+            chosen.update(self.independent_sizes, group=self.group)
+            return chosen, f"speaker-independent: {n_groups} {self.group}s, none in two splits"
+        chosen = {"_target_": f"{__name__}.StratifiedHoldout", "name": "holdout", **self.random_sizes}
+        if n_groups in (0, len(manifest)):
+            return chosen, f"a random stratified split: the corpus has no {self.group} ids"
+        return chosen, (
+            f"a random stratified split: {n_groups} {self.group}s are fewer than the {needed} a "
+            f"speaker-independent split needs (protocol=speaker_kfold or loso may fit)"
+        )
+
+    def folds(self, manifest: pd.DataFrame, stratify: np.ndarray | None, seed: int) -> Iterator[Fold]:  # noqa: D102
+        chosen, _ = self.resolve(manifest)
+        kind = SpeakerHoldout if chosen["name"] == "speaker_holdout" else StratifiedHoldout
+        protocol = kind(**{key: value for key, value in chosen.items() if key != "_target_"})
+        yield from protocol.folds(manifest, stratify, seed)
 
 
 class OfficialSplit(Protocol):
@@ -226,7 +295,9 @@ def _validation_from_training(
         fit, val = next(splitter.split(train, groups=groups))
     else:
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        fit, val = next(splitter.split(train, stratify[train], groups=groups))
+        splits = list(splitter.split(train, stratify[train], groups=groups))
+        # As in SpeakerHoldout: the seed picks the fold, the shuffle alone rarely changes it.
+        fit, val = splits[int(np.random.default_rng(seed).integers(len(splits)))]
     return train[fit], train[val]
 
 

@@ -29,14 +29,27 @@ def predictions_frame(
     return pd.concat([pd.DataFrame({"split": part}, index=frame.index), meta, frame], axis=1)
 
 
-def record_report(recorder: Recorder, run_id: str, scheme: Any, predictions: pd.DataFrame) -> None:
-    """The scheme's reports, plots and report metrics (``test/ece``) of the test predictions."""
+def record_report(
+    recorder: Recorder, run_id: str, scheme: Any, predictions: pd.DataFrame, interval_metrics: bool = True
+) -> dict[str, float]:
+    """The scheme's reports, plots and report metrics of the test predictions; returns the metrics.
+
+    The metrics are ``test/ece`` and the intervals of the test figures (``test/uar_ci_low``...).
+    A cross-validated parent passes ``interval_metrics=False``: its ``_ci_low/_ci_high`` metrics
+    are the intervals over folds, and the pooled predictions' intervals stay in their table.
+    """
     report = scheme.test_report(predictions[predictions["split"] == TEST])
     for name, frame in report.frames.items():
         recorder.log_frame(run_id, frame, name)
     for name, figure in report.figures.items():
         recorder.log_figure(run_id, figure, name)
-    recorder.log_metrics(run_id, report.metrics)
+    metrics = {
+        name: float(value)
+        for name, value in report.metrics.items()
+        if np.isfinite(value) and (interval_metrics or not name.endswith(("_ci_low", "_ci_high")))
+    }
+    recorder.log_metrics(run_id, metrics)
+    return metrics
 
 
 def finish_fold(ctx: FoldContext, fitted: FittedFold) -> tuple[dict[str, float], pd.DataFrame]:
@@ -63,13 +76,13 @@ def finish_fold(ctx: FoldContext, fitted: FittedFold) -> tuple[dict[str, float],
         ignore_index=True,
     )
     recorder.log_frame(run_id, predictions, "predictions.csv")
-    record_report(recorder, run_id, scheme, predictions)
+    reported = record_report(recorder, run_id, scheme, predictions)
     _log_checkpoint(ctx, fitted)
     extra = fitted.extra_test_metrics()
     recorder.log_metrics(run_id, extra)
     if cfg.tracking.get("log_model", True):
         fitted.log_model()
-    return {**test_metrics, **fitted.best, **extra}, predictions
+    return {**test_metrics, **fitted.best, **extra, **reported}, predictions
 
 
 def _log_checkpoint(ctx: FoldContext, fitted: FittedFold) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from emoexp import config as config_checks
@@ -27,6 +27,7 @@ from emoexp.engine import binding
 from emoexp.engine.fitters import fitter_for
 from emoexp.engine.resume import config_fingerprint
 from emoexp.engine.samples import prepare_samples
+from emoexp.features.augment import check_augmentation
 from emoexp.labels.schemes import LabelSchemeError
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def check_config(cfg: DictConfig) -> Any:
     binding.check_targets(cfg)
     scheme = instantiate(cfg.label_scheme)
     fitter_for(cfg.model)
+    check_augmentation(cfg)
     if cfg.model.get("kind") == "sklearn":
         from emoexp.engine.fitters.sklearn import estimator_role
 
@@ -90,8 +92,25 @@ def check_config(cfg: DictConfig) -> Any:
     return scheme
 
 
+def resolve_protocol(cfg: DictConfig, manifest: pd.DataFrame) -> None:
+    """Replace a protocol that chooses by the data (``protocol=auto``) with the one it chose.
+
+    Everything recorded afterwards (parameters, run name, card, protocol hash) then names the
+    concrete protocol, so an ``auto`` run and an explicit ``protocol=speaker_holdout`` run of the
+    same definition compare (docs/design.md#run-lifecycle).
+    """
+    protocol = instantiate(cfg.protocol)
+    if not hasattr(protocol, "resolve"):
+        return
+    chosen, reason = protocol.resolve(manifest)
+    with open_dict(cfg):
+        cfg.protocol = OmegaConf.create(chosen)
+    log.info("protocol=%s for data=%s: %s.", chosen["name"], cfg.data.name, reason)
+
+
 def make_folds(cfg: DictConfig, scheme: Any, manifest: pd.DataFrame) -> list[Fold]:
     """The protocol's folds of ``manifest``; a protocol that cannot split it is a config error."""
+    resolve_protocol(cfg, manifest)
     protocol = instantiate(cfg.protocol)
     try:
         folds = list(protocol.folds(manifest, scheme.stratify_labels(manifest), cfg.seed))

@@ -35,6 +35,7 @@ from typing import Any
 from emoexp.config import ConfigError
 from emoexp.engine.lease import LEASE_TAG, Heartbeat, Lease
 from emoexp.interruption import TrainingInterrupted
+from emoexp.tracking.privacy import SECRET_KEYS, Pseudonymiser
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ INTERRUPTED_TAG = "interrupted"
 RESUMED_TAG = "resumed"
 ERROR_TAG = "error"
 # Tags about one run's own life, not copied from a cross-validation parent to its fold runs.
+TEXT_SUFFIXES = (".txt", ".yaml", ".yml", ".json", ".csv", ".md", ".log")
+"""Artifacts read and scrubbed as text under ``tracking.privacy=pseudonymise``."""
 RUN_STATE_TAGS = (INTERRUPTED_TAG, RESUMED_TAG, "interrupted_by", ERROR_TAG, LEASE_TAG)
 
 
@@ -61,6 +64,8 @@ class Recorder:
         writes: ``False`` on DDP ranks other than 0: reads reach the store, writes are dropped.
         retry_s: How long a failed write is retried once the run exists.
         spool_dir: Where points that could not be written are kept (``unwritten.jsonl``).
+        privacy: With ``tracking.privacy=pseudonymise``, what scrubs every tag, param and text
+            artifact before it is written (:mod:`emoexp.tracking.privacy`).
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class Recorder:
         self._ended: set[str] = set()
         self._heartbeats: dict[str, Heartbeat] = {}
         self.unwritten = 0
+        self.privacy: Pseudonymiser | None = None
 
     # -- connecting ---------------------------------------------------------------------------
     @classmethod
@@ -124,7 +130,7 @@ class Recorder:
         if not self.writes:
             return ""
         run = self._retry(
-            "creating a run", self.client.create_run, experiment_id, run_name=run_name, tags=tags
+            "creating a run", self.client.create_run, experiment_id, run_name=run_name, tags=self._scrub(tags)
         )
         return run.info.run_id
 
@@ -148,6 +154,14 @@ class Recorder:
         beat.stop()
         with contextlib.suppress(Exception):
             self.client.delete_tag(run_id, LEASE_TAG)
+
+    def get_run(self, run_id: str) -> Any:
+        """Read run ``run_id``, retried like a write while the store is briefly away.
+
+        Raises:
+            Exception: MLflow's error when the store refuses (e.g. the run does not exist).
+        """
+        return self._retry("reading a run", self.client.get_run, run_id)
 
     def reopen(self, run_id: str, resumes: int) -> None:
         """Set an interrupted run RUNNING again and count the resume (tag ``resumed``)."""
@@ -225,14 +239,29 @@ class Recorder:
         }
 
     # -- writes -----------------------------------------------------------------------------------
+    def recordable_config(self, cfg: Any) -> Any:
+        """``cfg`` as it may be recorded (in a served model's bundle): scrubbed under privacy."""
+        if self.privacy is None:
+            return cfg
+        from omegaconf import OmegaConf
+
+        return OmegaConf.create(self.privacy.scrub(OmegaConf.to_container(cfg, resolve=True)))
+
+    def _scrub(self, values: dict[str, str]) -> dict[str, str]:
+        """Tag/param values as recorded: unchanged, or pseudonymised (secret keys dropped)."""
+        if self.privacy is None:
+            return {k: v for k, v in values.items() if not k.endswith(SECRET_KEYS)}
+        return {k: str(v) for k, v in self.privacy.scrub(values).items()}
+
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         """Set ``tags`` (values as strings) on the run."""
         if not self.writes or not run_id or not tags:
             return
         from mlflow.entities import RunTag
 
+        tags = self._scrub({k: str(v) for k, v in tags.items()})
         self._retry(
-            "setting tags", self.client.log_batch, run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]
+            "setting tags", self.client.log_batch, run_id, tags=[RunTag(k, v) for k, v in tags.items()]
         )
 
     def delete_tag(self, run_id: str, key: str) -> None:
@@ -248,7 +277,7 @@ class Recorder:
         from mlflow.entities import Param
 
         known = self._params.get(run_id, set())
-        items = sorted((k, v) for k, v in params.items() if k not in known)
+        items = sorted((k, v) for k, v in self._scrub(params).items() if k not in known)
         for start in range(0, len(items), 100):
             batch = [Param(k, v) for k, v in items[start : start + 100]]
             self._retry("logging params", self.client.log_batch, run_id, params=batch)
@@ -306,26 +335,49 @@ class Recorder:
         """Log a local file or folder under ``artifact_path``."""
         if not self.writes or not run_id:
             return
-        what = f"logging artifact {Path(path).name}"
-        self._retry(what, self.client.log_artifact, run_id, str(path), artifact_path)
+        path = Path(path)
+        if self.privacy is not None and path.suffix == ".ckpt":
+            with tempfile.TemporaryDirectory() as tmp:
+                self._upload(run_id, _scrubbed_checkpoint(path, Path(tmp), self.privacy), artifact_path)
+            return
+        if self.privacy is not None and path.suffix in TEXT_SUFFIXES:
+            text = self.privacy.redact(path.read_text(errors="replace"))
+            name = f"{artifact_path}/{path.name}" if artifact_path else path.name
+            self._log_via_file(run_id, name, lambda copy: copy.write_text(text))
+            return
+        self._upload(run_id, path, artifact_path)
+
+    def _upload(self, run_id: str, path: Path, artifact_path: str | None) -> None:
+        self._retry(
+            f"logging artifact {path.name}", self.client.log_artifact, run_id, str(path), artifact_path
+        )
 
     def log_artifacts(self, run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
         """Log every file under a local folder under ``artifact_path``."""
         if not self.writes or not run_id:
+            return
+        if self.privacy is not None:
+            for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+                relative = path.parent.relative_to(folder).as_posix()
+                parts = [part for part in (artifact_path, relative) if part and part != "."]
+                self.log_artifact(run_id, path, "/".join(parts) or None)
             return
         what = f"logging the folder {Path(folder).name}"
         self._retry(what, self.client.log_artifacts, run_id, str(folder), artifact_path)
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         """Log ``text`` as the artifact ``name`` (``folder/file.txt`` allowed)."""
+        text = text if self.privacy is None else self.privacy.redact(text)
         self._log_via_file(run_id, name, lambda path: path.write_text(text))
 
     def log_json(self, run_id: str, obj: Any, name: str) -> None:
         """Log ``obj`` as a JSON artifact ``name``."""
+        obj = obj if self.privacy is None else self.privacy.scrub(json.loads(json.dumps(obj, default=str)))
         self._log_via_file(run_id, name, lambda path: path.write_text(json.dumps(obj, indent=2, default=str)))
 
     def log_frame(self, run_id: str, frame: Any, name: str) -> None:
         """Log a pandas frame as the CSV artifact ``name`` (e.g. ``reports/per_group_metrics.csv``)."""
+        frame = frame if self.privacy is None else self.privacy.frame(frame)
         self._log_via_file(run_id, name, lambda path: frame.to_csv(path, index=False))
 
     def log_figure(self, run_id: str, figure: Any, name: str) -> None:
@@ -344,7 +396,7 @@ class Recorder:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / filename
             write(path)
-            self.log_artifact(run_id, path, folder or None)
+            self._upload(run_id, path, folder or None)
 
     def log_model(self, run_id: str, write: Callable[[], None]) -> None:
         """Run ``write`` (a function that logs an MLflow model into ``run_id``) and keep the run RUNNING.
@@ -358,6 +410,48 @@ class Recorder:
             write()
         finally:
             self.client.update_run(run_id, status="RUNNING")
+
+    def log_dataset(
+        self, run_id: str, *, name: str, digest: str, source: str, schema: str, profile: str
+    ) -> None:
+        """Log the run's training data as an MLflow dataset input (its source scrubbed under privacy)."""
+        if not self.writes or not run_id:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        source = source if self.privacy is None else str(self.privacy.value(source))
+        dataset = Dataset(name, digest, "local", json.dumps({"uri": source}), schema, profile)
+        context = [InputTag("mlflow.data.context", "training")]
+        self._retry("logging the dataset", self.client.log_inputs, run_id, [DatasetInput(dataset, context)])
+
+    def register_model(self, run_id: str, name: str, tags: dict[str, str]) -> str | None:
+        """Register the run's logged model as a new version of ``name``; its version (``None``: no model).
+
+        The registered model is created when it does not exist yet.
+        """
+        if not self.writes or not run_id:
+            return None
+        from mlflow.exceptions import MlflowException
+
+        experiment_id = self.client.get_run(run_id).info.experiment_id
+        models = [m for m in self.client.search_logged_models([experiment_id]) if m.source_run_id == run_id]
+        if not models:
+            return None
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self._retry("creating the registered model", self.client.create_registered_model, name)
+        model = models[-1]
+        version = self._retry(
+            "registering the model",
+            self.client.create_model_version,
+            name,
+            source=model.artifact_location,
+            run_id=run_id,
+            tags=self._scrub(tags),
+            model_id=model.model_id,
+        )
+        return str(version.version)
 
     # -- retries ----------------------------------------------------------------------------------
     def _retry(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -379,6 +473,27 @@ class Recorder:
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+
+def _scrubbed_checkpoint(path: Path, folder: Path, privacy: Pseudonymiser) -> Path:
+    """A copy of a Lightning checkpoint whose strings (callback folders and paths) are pseudonymised.
+
+    Loaded weights-only (docs/design.md#8-every-checkpoint-load-is-weights-only); tensors are kept
+    as they are, and the copy resumes like the original (its callbacks re-read their folders from
+    the config, not from these strings).
+    """
+    import torch
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {scrub(k) if isinstance(k, str) else k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(scrub(v) for v in value)
+        return privacy.value(value) if isinstance(value, str) else value
+
+    copy = folder / path.name
+    torch.save(scrub(torch.load(path, map_location="cpu", weights_only=True)), copy)
+    return copy
 
 
 def check_artifact_root(location: str | None, experiment: str) -> None:

@@ -42,10 +42,14 @@ VOLATILE_KEYS = (
     "resume_restart",
     "paths",
     "tracking.uri",
+    # a secret: never hashed into a tag
+    "tracking.privacy_salt",
     "num_threads",
     "datamodule.num_workers",
     "datamodule.pin_memory",
     "datamodule.persistent_workers",
+    # what is evaluated after training (robustness reports) does not change the training
+    "evaluate",
 )
 # A run created this recently may not have written its lease yet: never declare it abandoned.
 GRACE_S = 120.0
@@ -171,7 +175,7 @@ def plan_resume(recorder: Recorder, cfg: DictConfig, experiment: str, fingerprin
                 "resume=true: no interrupted run with config fingerprint %s; starting a new run", fingerprint
             )
             return None
-        plan = ResumePlan(run, _output_dir(run))
+        plan = ResumePlan(run, _output_dir(run, recorder.privacy))
     else:
         plan = _named_run(recorder, str(cfg.resume), cfg, fingerprint, force)
     _check_checkpoint(plan, bool(cfg.get("resume_restart", False)))
@@ -235,7 +239,7 @@ def _named_run(recorder: Recorder, run_id: str, cfg: DictConfig, fingerprint: st
             "Resume with the original overrides, start a new run, or add resume_force=true to continue it "
             "with this config (its tags and config.yaml are then rewritten)."
         )
-    return ResumePlan(run, _output_dir(run), changed, was_failed=status == "FAILED")
+    return ResumePlan(run, _output_dir(run, recorder.privacy), changed, was_failed=status == "FAILED")
 
 
 def _changed_keys(run: Any, cfg: DictConfig) -> dict[str, tuple[str, str]]:
@@ -258,12 +262,22 @@ def _changed_keys(run: Any, cfg: DictConfig) -> dict[str, tuple[str, str]]:
     return changed or {"config": ("<recorded fingerprint>", "<another fingerprint>")}
 
 
-def _output_dir(run: Any) -> Path:
+def _output_dir(run: Any, privacy: Any = None) -> Path:
     output_dir = run.data.tags.get(OUTPUT_DIR_TAG)
     if not output_dir:
         raise ConfigError(
             f"resume: run {run.info.run_id} has no {OUTPUT_DIR_TAG!r} tag, so its checkpoints are unknown."
         )
+    if output_dir.startswith("path-"):
+        # A pseudonymised run (tracking.privacy=pseudonymise): its folder is in this machine's index.
+        revealed = privacy.reveal(output_dir) if privacy is not None else None
+        if revealed is None:
+            raise ConfigError(
+                f"resume: run {run.info.run_id} was recorded with tracking.privacy=pseudonymise and its "
+                "output folder is not in this machine's index (paths.cache_dir/privacy_paths.json); "
+                "resume it where it ran, with the same paths.cache_dir and tracking.privacy."
+            )
+        return Path(revealed)
     return Path(output_dir)
 
 

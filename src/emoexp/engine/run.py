@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emoexp import distributed
 from emoexp.data.splits import TRAIN, Fold
+from emoexp.engine import conventions
 from emoexp.engine import resume as resuming
 from emoexp.engine.card import record_card
 from emoexp.engine.epilogue import finish_fold, record_report
@@ -31,7 +32,7 @@ from emoexp.engine.preflight import RunPlan, prepare_run
 from emoexp.engine.recorder import INTERRUPTED_TAG, RUN_STATE_TAGS, Recorder, TrackingStoreError
 from emoexp.evaluation.statistics import mean_std_ci
 from emoexp.interruption import TrainingInterrupted, stop_on_signals
-from emoexp.tracking import record, store
+from emoexp.tracking import privacy, record, store
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,11 @@ def train_run(
     )
     try:
         outcome.metrics = fit_run(plan, recorder, run_id, experiment_id, resumed is not None)
+        if (plan.cfg.get("evaluate") or {}).get("robustness"):
+            from emoexp.robust.report import after_training  # deferred: only runs that ask for it
+
+            after_training(recorder, run_id, plan.cfg)  # docs/robustness.md; never fails the run
+        conventions.finish(recorder, run_id, plan, outcome.metrics, outcome.main_metrics[0])
     except BaseException as error:
         recorder.stop(run_id, error, fallback_dir=output_dir)
         outcome.status = "KILLED" if isinstance(error, TrainingInterrupted | KeyboardInterrupt) else "FAILED"
@@ -122,7 +128,9 @@ def connect(cfg: DictConfig) -> Recorder:
             f"({error.strerror or error}: {error.filename}). Use a writable path, e.g. "
             "tracking.uri=sqlite:///mlflow.db; nothing was recorded."
         ) from None
-    return Recorder.connect(tracking_uri, writes=distributed.is_global_zero())
+    recorder = Recorder.connect(tracking_uri, writes=distributed.is_global_zero())
+    recorder.privacy = privacy.pseudonymiser_for(cfg.tracking, OmegaConf.to_container(cfg, resolve=True))
+    return recorder
 
 
 def _with_output_dir(cfg: DictConfig, output_dir: Path) -> DictConfig:
@@ -146,7 +154,9 @@ def run_tags(plan: RunPlan, lineage: dict[str, str]) -> dict[str, str]:
         "git_commit": commit,
         "mlflow.source.git.commit": commit,
         "emoexp.monitor": plan.scheme.monitor,
+        conventions.DESCRIPTION_TAG: conventions.description(cfg, plan.scheme.name),
         **({"transfer": str(cfg.transfer.name)} if cfg.get("transfer") else {}),
+        **({"augment": str(cfg.augment.name)} if cfg.get("augment") else {}),
         **lineage,
         # A child of tracking.parent_run_id when given (tuning trials nest under their study run).
         **({"mlflow.parentRunId": cfg.tracking.parent_run_id} if cfg.tracking.get("parent_run_id") else {}),
@@ -241,6 +251,7 @@ def fit_run(
     facts.update({f"data/{k}": v for k, v in agreement(manifest).items() if np.isfinite(v)})
     recorder.log_metrics(run_id, facts)
     record_card(recorder, run_id, plan)  # protocol card (docs/protocols.md)
+    conventions.record_dataset(recorder, run_id, plan)  # the run's MLflow dataset input (docs/tracking.md)
     if plan.leakage is not None:  # the leakage guard's findings (docs/leakage.md)
         recorder.log_metrics(run_id, {f"leakage/{k}": float(v) for k, v in plan.leakage.summary.items()})
         if not plan.leakage.report.empty:
@@ -277,7 +288,10 @@ def summarise_folds(per_fold: list[dict[str, float]], ci_method: str = "bootstra
     with very few folds).
     """
     summary: dict[str, float] = {}
-    for name in sorted(set().union(*per_fold)):
+    # A fold's own intervals (speakers resampled within its test split) are the fold's; the
+    # parent's interval of a figure is the one over folds, computed here.
+    names = {name for name in set().union(*per_fold) if not name.endswith(("_ci_low", "_ci_high"))}
+    for name in sorted(names):
         values = [m[name] for m in per_fold if name in m]
         stats = mean_std_ci(values, method=ci_method)
         summary[name] = stats["mean"]
@@ -310,7 +324,7 @@ def fit_cross_validated(
     recorder.log_frame(parent_id, predictions, "predictions.csv")
     per_fold_frame = pd.DataFrame(per_fold).assign(fold=[f.name for f in folds])
     recorder.log_frame(parent_id, per_fold_frame, "reports/per_fold_metrics.csv")
-    record_report(recorder, parent_id, plan.scheme, predictions)
+    record_report(recorder, parent_id, plan.scheme, predictions, interval_metrics=False)
     return summary
 
 

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from emoexp.config import instantiate
 from emoexp.data import schema
+from emoexp.tracking import privacy
 
 
 def load_corpus(cfg: DictConfig) -> pd.DataFrame:
@@ -27,6 +28,10 @@ def prepare_samples(cfg: DictConfig, scheme: Any) -> pd.DataFrame:
     if cfg.get("aggregation") is not None:
         # Recompute `emotion` from the annotator labels (aggregation=majority|dawid_skene).
         manifest = instantiate(cfg.aggregation)(manifest)
+    pseudonyms = privacy.pseudonymiser_for(cfg.tracking, {"paths": {"cache_dir": cfg.paths.get("cache_dir")}})
+    if pseudonyms is not None:
+        # Before any split, report or card sees them: every artifact carries the same pseudonyms.
+        manifest = pseudonyms.samples(manifest, (schema.ID, schema.SPEAKER))
     return limit_samples(scheme.prepare(manifest), cfg.data.get("max_samples"), scheme)
 
 

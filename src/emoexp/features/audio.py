@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,10 @@ class _SpectralFeaturizer(Featurizer):
     """Shared loading, padding and train-split standardisation of frame features."""
 
     modality = "audio"
+    augment_stages = ("waveform", "spectrogram")
+    # Axes of one sample's model input ``x`` (after :meth:`finalize`) that SpecAugment masks.
+    time_axis: int = 0
+    frequency_axis: int = 1
 
     def __init__(self, sample_rate: int = 16000, max_seconds: float = 3.0, standardize: bool = True):
         self.sample_rate = sample_rate
@@ -70,9 +75,14 @@ class _SpectralFeaturizer(Featurizer):
         from tqdm.auto import tqdm
 
         paths = manifest[schema.AUDIO].tolist()
+        progress = tqdm(paths, desc=f"{type(self).__name__}", leave=False, disable=len(paths) < 200)
+        return self.from_waveforms(load_waveform(path, self.sample_rate) for path in progress)
+
+    def from_waveforms(self, waveforms: Iterable[torch.Tensor]) -> Features:
+        """Padded frame features of decoded waveforms at ``sample_rate`` (what :meth:`extract` returns)."""
         seqs, lengths = [], []
-        for path in tqdm(paths, desc=f"{type(self).__name__}", leave=False, disable=len(paths) < 200):
-            feats = self.frames(load_waveform(path, self.sample_rate))[: self.max_frames]
+        for waveform in waveforms:
+            feats = self.frames(waveform)[: self.max_frames]
             seqs.append(feats)
             lengths.append(feats.shape[0])
         out = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
@@ -161,6 +171,9 @@ class LogMelFeatures(_SpectralFeaturizer):
         max_seconds: Clips are cropped/zero-padded to this length.
         standardize: Standardise each mel band with training-split statistics.
     """
+
+    time_axis = 2
+    frequency_axis = 1
 
     def __init__(
         self, n_mels: int = 64, sample_rate: int = 16000, max_seconds: float = 3.0, standardize: bool = True

@@ -27,6 +27,9 @@ class Featurizer:
     modality: str = ""
     cacheable: bool = True
     fit_before_extract: bool = False
+    # The training-time augmentation stages whose inputs this featurizer produces or consumes
+    # (``waveform``, ``spectrogram``, ``image``; emoexp.features.augment, docs/augmentation.md).
+    augment_stages: tuple[str, ...] = ()
 
     def extract(self, manifest: pd.DataFrame) -> Features:
         """Return tensors whose first dimension indexes the manifest's rows."""

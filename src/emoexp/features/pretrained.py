@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,11 @@ from emoexp.features.text import HFTokenizer, VocabTokenizer
 
 
 def text_tokenizer(
-    pretrained: str | None = None, max_length: int = 48, min_freq: int = 1, max_vocab: int = 20000
+    pretrained: str | None = None,
+    max_length: int = 48,
+    min_freq: int = 1,
+    max_vocab: int = 20000,
+    tokenizer: str | Mapping[str, Any] = "emotion",
 ) -> Featurizer:
     """The tokenizer that fits the encoder: the checkpoint's own, or a word vocabulary for a random one.
 
@@ -28,10 +33,11 @@ def text_tokenizer(
         max_length: Tokens per sequence.
         min_freq: Word vocabulary only: rarer training words map to ``<unk>``.
         max_vocab: Word vocabulary only: its size limit.
+        tokenizer: Word vocabulary only: how texts are split (see :class:`VocabTokenizer`).
     """
     if pretrained:
         return HFTokenizer(pretrained, max_length=max_length)
-    return VocabTokenizer(max_length=max_length, min_freq=min_freq, max_vocab=max_vocab)
+    return VocabTokenizer(max_length=max_length, min_freq=min_freq, max_vocab=max_vocab, tokenizer=tokenizer)
 
 
 def weights_digest(modules: list[nn.Module]) -> str:

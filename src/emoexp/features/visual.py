@@ -50,6 +50,7 @@ class ImageFeatures(Featurizer):
     """
 
     modality = "visual"
+    augment_stages = ("image",)
 
     def __init__(self, size: int = 48, channels: int = 1):
         self.size = size
@@ -71,6 +72,14 @@ class ImageFeatures(Featurizer):
 
     def net_kwargs(self) -> dict:  # noqa: D102
         return {"in_chans": self.channels}
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo :meth:`finalize`'s standardisation: intensities in [0, 1] (for image transforms)."""
+        return x * self._std + self._mean
+
+    def from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Standardise intensities in [0, 1] as :meth:`finalize` does."""
+        return (pixels - self._mean) / self._std
 
     def state_dict(self) -> dict:  # noqa: D102
         return {"mean": self._mean, "std": self._std}

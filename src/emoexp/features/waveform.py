@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
 import torch
 
@@ -24,6 +26,7 @@ class WaveformFeatures(Featurizer):
     """
 
     modality = "audio"
+    augment_stages = ("waveform",)
 
     def __init__(self, sample_rate: int = 16000, max_seconds: float = 3.0, normalize: bool = True):
         self.sample_rate = sample_rate
@@ -32,13 +35,20 @@ class WaveformFeatures(Featurizer):
 
     def extract(self, manifest: pd.DataFrame) -> Features:
         """Decode every file: ``{"waveform": [N, samples], "lengths": [N]}``."""
+        return self.from_waveforms(load_waveform(path, self.sample_rate) for path in manifest[schema.AUDIO])
+
+    def from_waveforms(self, waveforms: Iterable[torch.Tensor]) -> Features:
+        """Crop, normalise and pad decoded waveforms at ``sample_rate`` (what :meth:`extract` returns)."""
         limit = int(self.max_seconds * self.sample_rate)
-        waveform = torch.zeros((len(manifest), limit))
-        lengths = torch.zeros(len(manifest), dtype=torch.long)
-        for row, path in enumerate(manifest[schema.AUDIO].tolist()):
-            signal = load_waveform(path, self.sample_rate)[:limit]
+        signals = []
+        for signal in waveforms:
+            signal = signal[:limit]
             if self.normalize:
                 signal = (signal - signal.mean()) / (signal.std(unbiased=False) + 1e-7)
+            signals.append(signal)
+        waveform = torch.zeros((len(signals), limit))
+        lengths = torch.zeros(len(signals), dtype=torch.long)
+        for row, signal in enumerate(signals):
             waveform[row, : len(signal)] = signal
             lengths[row] = len(signal)
         return {"waveform": waveform, "lengths": lengths}

@@ -21,7 +21,7 @@ import pandas as pd
 
 from emoexp.data import schema
 from emoexp.labels.emotions import canonical_emotion, normalise_label
-from emoexp.labels.reporting import SchemeReport
+from emoexp.labels.reporting import PER_LABEL_F1, SchemeReport
 from emoexp.labels.schemes import (
     ALL_PARTS,
     LabelScheme,
@@ -269,6 +269,9 @@ class MultiLabelScheme(LabelScheme):
     def decode(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:  # noqa: D102
         return {"probs": outputs.float().sigmoid().cpu().numpy()}
 
+    def activate(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: D102
+        return {"probs": outputs.float().sigmoid()}
+
     @property
     def tunes_on_validation(self) -> bool:  # noqa: D102
         return self.tune_thresholds
@@ -341,9 +344,13 @@ class MultiLabelScheme(LabelScheme):
         return frame
 
     def test_report(self, test: pd.DataFrame) -> SchemeReport:
-        """The frames of :meth:`report_frames` under ``reports/`` (no figures, no metrics)."""
+        """The frames of :meth:`report_frames` under ``reports/`` and a per-label F1 chart (no metrics)."""
+        from emoexp.evaluation.plots import per_label_f1_figure
+
+        frames = self.report_frames(test)
         return SchemeReport(
-            frames={f"reports/{name}": frame for name, frame in self.report_frames(test).items()}
+            frames={f"reports/{name}": frame for name, frame in frames.items()},
+            figures={PER_LABEL_F1: per_label_f1_figure(frames["multilabel_report.csv"])},
         )
 
     def _multi_hot(self, joined: pd.Series) -> np.ndarray:

@@ -117,8 +117,9 @@ class LabelScheme:
         """Report tables, figures and metrics of the test predictions (a predictions frame, test rows only).
 
         Categorical predictions get a classification report, a confusion matrix, a reliability
-        diagram and ``test/ece``; dimensional ones a regression report; both get per-group
-        metrics and gaps when the frame has ``group_*`` columns.
+        diagram and ``test/ece``; dimensional ones a regression report, a predicted-vs-true
+        scatter per dimension and the circumplex; both get per-group metrics and gaps when the
+        frame has ``group_*`` columns.
         """
         return single_label_report(test, self.name, self.class_names, self.dimension_names)
 
@@ -266,6 +267,10 @@ class LabelScheme:
 
     def decode(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:
         """Turn head outputs into predictions: ``probs`` [N, C] and/or ``dims`` [N, D]."""
+        raise NotImplementedError
+
+    def activate(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What :meth:`decode` computes, as tensors: traceable, so an exported graph can end with it."""
         raise NotImplementedError
 
     def predictions_frame(self, decoded: dict[str, np.ndarray], samples: pd.DataFrame) -> pd.DataFrame:
@@ -623,6 +628,9 @@ class CategoricalScheme(LabelScheme):
     def decode(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:  # noqa: D102
         return {"probs": outputs.float().softmax(dim=-1).cpu().numpy()}
 
+    def activate(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: D102
+        return {"probs": outputs.float().softmax(dim=-1)}
+
     def predictions_frame(self, decoded: dict[str, np.ndarray], samples: pd.DataFrame) -> pd.DataFrame:  # noqa: D102
         probs = decoded["probs"]
         frame = pd.DataFrame(
@@ -769,6 +777,9 @@ class DimensionalScheme(LabelScheme):
     def decode(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:  # noqa: D102
         return {"dims": outputs.float().tanh().cpu().numpy()}
 
+    def activate(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: D102
+        return {"dims": outputs.float().tanh()}
+
     def predictions_frame(self, decoded: dict[str, np.ndarray], samples: pd.DataFrame) -> pd.DataFrame:  # noqa: D102
         frame = pd.DataFrame(index=range(len(samples)))
         for i, dim in enumerate(self.dims):
@@ -883,6 +894,10 @@ class MultiTaskScheme(LabelScheme):
     def decode(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:  # noqa: D102
         logits, dims = self._split(outputs)
         return {**self.categorical.decode(logits), **self.dimensional.decode(dims)}
+
+    def activate(self, outputs: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: D102
+        logits, dims = self._split(outputs)
+        return {**self.categorical.activate(logits), **self.dimensional.activate(dims)}
 
     def predictions_frame(self, decoded: dict[str, np.ndarray], samples: pd.DataFrame) -> pd.DataFrame:  # noqa: D102
         return pd.concat(

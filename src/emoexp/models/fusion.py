@@ -137,7 +137,10 @@ class FusionNet(ModelCapabilities, nn.Module):
         present = self._presence(batch_size, device)
         tokens = []
         for i, modality in enumerate(self.modalities):
-            if not present[:, i].any():
+            # Outside training presence is the same for every sample: decided without reading a
+            # tensor, so that the network can be traced for export.
+            absent = modality in self.missing if not self.training else not present[:, i].any()
+            if absent:
                 # Absent from the whole batch: nothing to encode (and its inputs may not exist).
                 tokens.append(torch.zeros(batch_size, self.fusion_dim, device=device))
                 continue

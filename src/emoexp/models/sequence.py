@@ -8,6 +8,44 @@ from torch import nn
 from emoexp.models.capabilities import ModelCapabilities
 
 
+def _reverse_within(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``x[b, order[b, t]]`` for every ``b, t`` (``x``: ``[B, T, F]``, ``order``: ``[B, T]``)."""
+    return x.gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def lstm_within_lengths(lstm: nn.LSTM, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """A batch-first ``lstm`` over padded sequences, computing what packing does, without packing.
+
+    Packed sequences cannot be exported (``torch.export``, ONNX): there, each direction of each
+    layer runs over the padded batch, the backward one over every sequence reversed within its
+    own length, so that no padding reaches a valid step. Outputs past a sequence's length are zero,
+    as ``pad_packed_sequence`` leaves them.
+
+    Args:
+        lstm: A batch-first ``nn.LSTM`` in eval mode (no projection).
+        seq: ``[B, T, F]`` padded inputs.
+        lengths: ``[B]`` valid steps of each sequence (1 to ``T``).
+
+    Returns:
+        ``[B, T, directions * hidden_size]``.
+    """
+    steps = torch.arange(seq.shape[1], device=seq.device)[None, :]
+    valid = steps < lengths[:, None]
+    order = torch.where(valid, lengths[:, None] - 1 - steps, steps)
+    state = seq.new_zeros(1, seq.shape[0], lstm.hidden_size)
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if lstm.bias else ("weight_ih", "weight_hh")
+    x = seq
+    for layer in range(lstm.num_layers):
+        outputs = []
+        for suffix in ("", "_reverse")[: 2 if lstm.bidirectional else 1]:
+            weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in names]
+            inputs = _reverse_within(x, order) if suffix else x
+            out = torch.lstm(inputs, (state, state), weights, lstm.bias, 1, 0.0, False, False, True)[0]
+            outputs.append(_reverse_within(out, order) if suffix else out)
+        x = torch.cat(outputs, dim=-1)
+    return x * valid.unsqueeze(-1).to(x.dtype)
+
+
 class LSTMClassifier(ModelCapabilities, nn.Module):
     """(Bi)LSTM over a sequence, masked mean pooling, dropout and a linear head.
 
@@ -67,9 +105,14 @@ class LSTMClassifier(ModelCapabilities, nn.Module):
         if lengths is None:
             lengths = torch.full((seq.shape[0],), seq.shape[1], device=seq.device)
         lengths = lengths.clamp(min=1, max=seq.shape[1])
-        packed = nn.utils.rnn.pack_padded_sequence(seq, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=seq.shape[1])
+        if torch.compiler.is_exporting():
+            out = lstm_within_lengths(self.lstm, seq, lengths)
+        else:
+            packed = nn.utils.rnn.pack_padded_sequence(
+                seq, lengths.cpu(), batch_first=True, enforce_sorted=False
+            )
+            out, _ = self.lstm(packed)
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=seq.shape[1])
         mask = (torch.arange(seq.shape[1], device=seq.device)[None, :] < lengths[:, None]).unsqueeze(-1)
         return (out * mask).sum(dim=1) / lengths[:, None].to(out.dtype)
 

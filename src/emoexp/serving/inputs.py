@@ -119,20 +119,14 @@ def _read_folder(
     """Every input of the model's modality under a folder; other files are listed as skipped."""
     if modality == modalities.MULTIMODAL:
         raise InputError(f"{path} is a folder; a multimodal model needs {_expects(modality)}.")
-    frames, skipped = [], []
+    frames, files, skipped = [], [], []
     for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
         kind = kind_of(file)
         if kind == modality:
-            frames.append(
-                _text_rows(file)
-                if modality == modalities.TEXT
-                else pd.DataFrame(
-                    {
-                        schema.ID: [str(file.relative_to(path))],
-                        modalities.INPUT_COLUMNS[modality]: [str(file)],
-                    }
-                )
-            )
+            if modality == modalities.TEXT:
+                frames.append(_text_rows(file))
+            else:  # plain tuples: a folder of thousands of files stays quick to list
+                files.append((str(file.relative_to(path)), str(file)))
             continue
         reason = (
             _wrong_modality(str(file), kind, modality, run_id)
@@ -140,6 +134,8 @@ def _read_folder(
             else (f"not a {modality} input (unknown file type {file.suffix or 'without suffix'!r})")
         )
         skipped.append(Failure(str(file.relative_to(path)), str(file), reason))
+    if files:
+        frames.append(pd.DataFrame(files, columns=[schema.ID, modalities.INPUT_COLUMNS[modality]]))
     if not frames:
         raise InputError(f"folder {path} holds no {modality} input; it should hold {_expects(modality)}.")
     return manifest_from_frame(pd.concat(frames, ignore_index=True), columns), skipped

@@ -11,15 +11,18 @@ Optuna's own heartbeat; the journal storage, which has none, keeps it in a trial
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 HEARTBEAT_ATTR = "emoexp:heartbeat"
+
+log = logging.getLogger(__name__)
 
 
 def _trial_id(study: Any, number: int) -> int:
@@ -80,6 +83,43 @@ def heartbeat(study: Any, trial: Any, interval: float) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=max(1.0, interval))
+
+
+@contextmanager
+def beating(beat: Callable[[], None], interval: float, name: str = "heartbeat") -> Iterator[None]:
+    """Call ``beat`` now and every ``interval`` seconds while the block runs (in a daemon thread).
+
+    A failed beat is logged and retried at the next interval: it only risks the claim being
+    taken over after the grace period, never the work itself.
+    """
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                beat()
+            except Exception as error:
+                log.warning(
+                    "%s failed (%s: %s); retrying in %.0f s", name, type(error).__name__, error, interval
+                )
+
+    beat()
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=max(1.0, interval))
+
+
+def claim_alive(claim: dict[str, Any], grace_period: float) -> bool:
+    """Whether a claim (``{"owner", "heartbeat": time.time() of its last beat}``) is still held.
+
+    The rule of the journal storage's trials: a claim is dead once its holder has not beaten
+    for ``grace_period`` seconds.
+    """
+    return time.time() - float(claim.get("heartbeat", 0.0)) <= grace_period
 
 
 def fail_stale_trials(study: Any, grace_period: float, retry: Any) -> list[int]:

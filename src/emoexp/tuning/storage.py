@@ -4,13 +4,17 @@ Every worker of a study opens the same storage URL. RDB storages (SQLite, Postgr
 use Optuna's heartbeat: a worker's RUNNING trial that stops beating for ``grace_period`` seconds
 is failed and, through ``RetryHeartbeatStaleTrialCallback``, queued again with the same
 parameters. Optuna's journal storage has no heartbeat; :mod:`emoexp.tuning.liveness` gives it
-the same behaviour.
+the same behaviour. :func:`study_lock` makes a step that reads and then writes the study (setup,
+claiming the final run) atomic on every storage.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +81,79 @@ def claim_lock(url: str) -> contextlib.AbstractContextManager[Any]:
     from filelock import FileLock  # a dependency of torch
 
     return FileLock(url.removeprefix("sqlite:///") + ".lock", timeout=600)
+
+
+def _lock_key(study_name: str) -> str:
+    """A short, stable name of a study's lock (MySQL lock names have at most 64 characters)."""
+    return "emoexp-" + hashlib.sha256(study_name.encode()).hexdigest()[:40]
+
+
+@contextlib.contextmanager
+def study_lock(url: str, study_name: str, timeout: float = 600.0) -> Iterator[None]:
+    """Hold the study's exclusive lock (setup's count-and-enqueue, claiming the final run).
+
+    One machine's files (SQLite, journal) take an ``fcntl`` lock file beside the storage
+    (``<file>.study.lock``); PostgreSQL and MySQL/MariaDB take a server-side lock bound to the
+    session (``pg_advisory_lock``, ``GET_LOCK``), which the server releases when a holder dies.
+
+    Raises:
+        StorageError: The lock was not obtained within ``timeout`` seconds.
+    """
+    url = resolve_url(url)
+    if url.startswith("sqlite:///") or is_journal(url):
+        from filelock import FileLock, Timeout  # a dependency of torch
+
+        path = url.removeprefix("sqlite:///").removeprefix(JOURNAL_PREFIX) + ".study.lock"
+        try:
+            with FileLock(path, timeout=timeout, thread_local=False):
+                yield
+        except Timeout as error:
+            raise StorageError(f"the study lock {path} was not free within {timeout:.0f} s") from error
+        return
+    with _server_lock(url, _lock_key(study_name), timeout):
+        yield
+
+
+@contextlib.contextmanager
+def _server_lock(url: str, key: str, timeout: float) -> Iterator[None]:
+    """A session lock on a PostgreSQL or MySQL server, held on its own connection."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    postgres = url.startswith("postgresql")
+    if postgres:
+        number = int(key.removeprefix("emoexp-")[:15], 16)  # a signed 64-bit advisory lock key
+        take = sqlalchemy.text("SELECT pg_try_advisory_lock(:k)").bindparams(k=number)
+        give = sqlalchemy.text("SELECT pg_advisory_unlock(:k)").bindparams(k=number)
+    else:
+        take = sqlalchemy.text("SELECT GET_LOCK(:k, 1)").bindparams(k=key)
+        give = sqlalchemy.text("SELECT RELEASE_LOCK(:k)").bindparams(k=key)
+    timeout_s = int(os.environ.get("EMOEXP_DB_CONNECT_TIMEOUT", "10"))
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": timeout_s})
+    deadline = time.monotonic() + timeout
+    try:
+        connection = engine.connect()
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise StorageError(f"the study lock on {redact(url)} is unreachable: {reason}") from error
+    try:
+        with connection:
+            while not connection.execute(take).scalar():
+                connection.rollback()  # no transaction left open while waiting
+                if time.monotonic() > deadline:
+                    raise StorageError(
+                        f"the study lock {key} on {redact(url)} was not free within {timeout:.0f} s"
+                    )
+                time.sleep(0.2)
+            connection.commit()
+            try:
+                yield
+            finally:
+                with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):  # a dead session drops it anyway
+                    connection.execute(give)
+                    connection.commit()
+    finally:
+        engine.dispose()
 
 
 def open_storage(

@@ -1,9 +1,11 @@
 """The study in MLflow: one parent run per study, one child run per trial, plots at the end.
 
 The parent run's id is kept in the study's user attributes, so every worker, a resumed study and
-the final step all log to the same parent. Trials are child runs created by ``train(cfg)``
-(``tracking.parent_run_id``), tagged ``optuna.study``/``optuna.trial``; after each trial the tuner
-adds ``optuna.state`` (COMPLETE, PRUNED or FAIL).
+the final step all log to the same parent; a parent that cannot be read after the recorder's
+retries (deleted, another store) is an error, never silently replaced by a new one. Trials are
+child runs created by ``train(cfg)`` (``tracking.parent_run_id``), tagged
+``optuna.study``/``optuna.trial``; after each trial the tuner adds ``optuna.state`` (COMPLETE,
+PRUNED or FAIL).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from emoexp.config import ConfigError
 from emoexp.engine.recorder import ERROR_TAG, RESUMED_TAG
 
 log = logging.getLogger(__name__)
@@ -37,21 +40,39 @@ def open_parent_run(
     """
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
-        try:
-            run = recorder.client.get_run(run_id)
-        except Exception:  # the MLflow store was reset: start a new parent run
-            run = None
-        if run is not None:
-            if run.info.status != "RUNNING":
-                recorder.reopen(run_id, int(run.data.tags.get(RESUMED_TAG, 0)) + 1)
-            recorder.set_tags(run_id, tags)
-            return run_id
+        run = parent_run(recorder, study.study_name, run_id)
+        if run.info.status != "RUNNING":
+            recorder.reopen(run_id, int(run.data.tags.get(RESUMED_TAG, 0)) + 1)
+        recorder.set_tags(run_id, tags)
+        return run_id
     run_id = recorder.create_run(
         experiment_id, study.study_name, {**tags, STUDY_TAG: study.study_name, ROLE_TAG: "study"}
     )
     recorder.log_params(run_id, {k: v[:6000] for k, v in params.items()})
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
+
+
+def parent_run(recorder: Any, study_name: str, run_id: str) -> Any:
+    """The study's recorded parent run, read with the recorder's retries; never replaced silently.
+
+    Raises:
+        ConfigError: The run is missing or deleted in this tracking store (another
+            ``tracking.uri``, a reset or cleaned store), or the store refuses to read it.
+    """
+    where = f"study {study_name!r}'s MLflow parent run {run_id} in {recorder.tracking_uri}"
+    fix = (
+        "Use the tracking.uri the study was set up with, restore the run (MlflowClient().restore_run), "
+        "or give this search another hydra.sweeper.study_name."
+    )
+    try:
+        run = recorder.get_run(run_id)
+    except Exception as error:  # after the recorder's retries: missing, or a refusal
+        reason = (str(error).strip().splitlines() or [""])[0][:300]
+        raise ConfigError(f"{where} cannot be read ({type(error).__name__}: {reason}). {fix}") from error
+    if run.info.lifecycle_stage == "deleted":
+        raise ConfigError(f"{where} was deleted. {fix}")
+    return run
 
 
 def find_trial_run(client: Any, experiment_id: str, parent_id: str, number: int) -> str | None:

@@ -2,15 +2,16 @@
 
 One study, three steps, any number of workers in between:
 
-* **setup** opens the storage, creates (or loads) the study, queues trials up to ``n_trials``
-  and opens the study's MLflow parent run. Run once, before parallel workers start (a fresh
-  SQLite file or MLflow store must not be created by two processes at once).
+* **setup** opens the storage, creates (or loads) the study, records its fixed settings
+  (:mod:`emoexp.tuning.fixed`), queues trials up to ``n_trials`` and opens the study's MLflow
+  parent run, all under the study's lock (:func:`emoexp.tuning.storage.study_lock`).
 * **worker** claims queued trials one at a time until none is left: it composes the trial's
   config from the search space, trains it with ``evaluate_test=false`` (validation only), reports
   each epoch to the pruner, and tells Optuna COMPLETE, PRUNED or FAIL. A trial that raises is
   FAIL and the worker goes on; a trial whose worker died is failed and queued again.
 * **finalize** logs the best value(s) and parameters, the Pareto front and Optuna's plots to the
-  parent run, then trains the best configuration once more and evaluates it on test (test lock).
+  parent run, then claims the final run in the storage and trains the best trial's recorded
+  configuration once more, evaluated on test (test lock): exactly one final run per best trial.
 
 ``role=all`` does the three in one command, with ``n_workers`` local worker processes.
 Running the same command again continues the study: finished trials are never run again.
@@ -18,6 +19,7 @@ Running the same command again continues the study: finished trials are never ru
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import time
 import traceback
+import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,13 +41,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emoexp.config import CONF_DIR, ConfigError, group_options
-from emoexp.tuning import liveness, storage, tracking
+from emoexp.tuning import fixed, liveness, storage, tracking
 from emoexp.tuning.space import SearchSpace, check_against_config, parse_search_space, suggest, to_overrides
 
 log = logging.getLogger(__name__)
 
 ROLES = ("all", "setup", "worker", "finalize")
 FINAL_ATTR = "emoexp:final_run"
+FINAL_CLAIM_ATTR = "emoexp:final_claim"
 SETTINGS_ATTR = "emoexp:objectives"
 
 
@@ -273,7 +277,17 @@ class Tuner:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 study.set_metric_names(self.settings.metric_names)
+        recorded_fixed = study.user_attrs.get(fixed.FIXED_ATTR)
+        fixed.check(recorded_fixed, self.fixed_settings(self.cfg), study.study_name)
+        if recorded_fixed is None and create:
+            record = fixed.record(self.fixed_settings(self.cfg))
+            study.set_user_attr(fixed.FIXED_ATTR, record | {"settings": self._attribute(record["settings"])})
         return study
+
+    def fixed_settings(self, cfg: DictConfig) -> dict[str, str]:
+        """``cfg``'s fixed settings: all but the searched keys and volatile ones (:mod:`.fixed`)."""
+        space = self.settings.space
+        return fixed.fixed_settings(cfg, space.distributions, space.fixed)
 
     def _retry(self) -> Any:
         import optuna
@@ -296,7 +310,19 @@ class Tuner:
         from emoexp.tracking import store
 
         recorder = Recorder(store.resolve_tracking_uri(self.cfg.tracking.uri))
+        recorder.privacy = self.privacy
         return recorder, recorder.experiment_id(self.cfg.tracking.experiment)
+
+    @functools.cached_property
+    def privacy(self) -> Any:
+        """The pseudonymiser of ``tracking.privacy=pseudonymise`` (else ``None``), also for attributes."""
+        from emoexp.tracking.privacy import pseudonymiser_for
+
+        return pseudonymiser_for(self.cfg.tracking, OmegaConf.to_container(self.cfg, resolve=True))
+
+    def _attribute(self, value: Any) -> Any:
+        """A study/trial attribute as stored: scrubbed under ``tracking.privacy=pseudonymise``."""
+        return value if self.privacy is None else self.privacy.scrub(value)
 
     def _parent_params(self) -> dict[str, str]:
         s = self.settings
@@ -325,26 +351,31 @@ class Tuner:
 
     # -------------------------------------------------------------------------------------- setup
     def setup(self) -> tuple[Any, str]:
-        """Open storage and study, queue trials up to ``n_trials``, open the MLflow parent run."""
-        study_storage = self.open_storage()
-        study = self.load_study(study_storage, create=True)
-        with storage.claim_lock(self.settings.storage_url):
-            stale = liveness.fail_stale_trials(study, float(self.tuner.grace_period), self._retry())
-        counted = self.counted_trials(study)
-        missing = self.settings.n_trials - len(counted)
-        for _ in range(max(0, missing)):
-            study.enqueue_trial({}, skip_if_exists=False)
-        recorder, experiment_id = self._mlflow()
-        parent_id = tracking.open_parent_run(
-            recorder,
-            experiment_id,
-            study,
-            self._parent_params(),
-            {
-                "optuna.n_trials": str(self.settings.n_trials),
-                "optuna.storage": storage.redact(self.settings.storage_url),
-            },
-        )
+        """Open storage and study, queue trials up to ``n_trials``, open the MLflow parent run.
+
+        The whole step holds the study's lock (:func:`storage.study_lock`): two setups started
+        together queue ``n_trials`` trials and open one parent run between them.
+        """
+        study_storage = self.open_storage()  # an unreachable server is reported here, clearly
+        with storage.study_lock(self.settings.storage_url, self.settings.study_name):
+            study = self.load_study(study_storage, create=True)
+            with storage.claim_lock(self.settings.storage_url):
+                stale = liveness.fail_stale_trials(study, float(self.tuner.grace_period), self._retry())
+            counted = self.counted_trials(study)
+            missing = self.settings.n_trials - len(counted)
+            for _ in range(max(0, missing)):
+                study.enqueue_trial({}, skip_if_exists=False)
+            recorder, experiment_id = self._mlflow()
+            parent_id = tracking.open_parent_run(
+                recorder,
+                experiment_id,
+                study,
+                self._parent_params(),
+                {
+                    "optuna.n_trials": str(self.settings.n_trials),
+                    "optuna.storage": storage.redact(self.settings.storage_url),
+                },
+            )
         for number in stale:
             self._record_stale(recorder, experiment_id, parent_id, study, number)
         done = sum(t.state.is_finished() for t in counted)
@@ -442,7 +473,7 @@ class Tuner:
             raise
         except Exception as error:
             state, reason = TrialState.FAIL, f"{type(error).__name__}: {error}"
-            trial.set_user_attr("error", reason[:2000])
+            trial.set_user_attr("error", self._attribute(reason[:2000]))
             log.warning("trial %d failed (the study goes on):\n%s", trial.number, traceback.format_exc())
             _free_accelerator_memory()
         finally:
@@ -463,7 +494,7 @@ class Tuner:
             trial.set_user_attr("error", "")
         params = suggest(trial, self.settings.space)
         trial_overrides = to_overrides(params, self.settings.space.fixed)
-        trial.set_user_attr("overrides", trial_overrides)
+        trial.set_user_attr("overrides", self._attribute(trial_overrides))
         trial.set_user_attr(
             "worker", f"{socket.gethostname()}:{os.getpid()} (worker {self.tuner.get('worker_id', 0)})"
         )
@@ -511,6 +542,7 @@ class Tuner:
                 f"study {study.study_name!r} has no MLflow parent run; run tuner.role=setup first."
             )
         recorder, experiment_id = self._mlflow()
+        tracking.parent_run(recorder, study.study_name, parent_id)  # found, or a clear error
         retry = self._retry()
         lock = storage.claim_lock(self.settings.storage_url)
         ran = 0
@@ -540,6 +572,11 @@ class Tuner:
         study = self.load_study(self.open_storage(), create=False)
         parent_id = study.user_attrs.get(tracking.PARENT_ATTR)
         recorder, _ = self._mlflow()
+        if parent_id is None:
+            raise ConfigError(
+                f"study {study.study_name!r} has no MLflow parent run; run tuner.role=setup first."
+            )
+        tracking.parent_run(recorder, study.study_name, parent_id)  # found, or a clear error
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
         if running:
             log.warning("%d trial(s) still running or queued: summarising what has finished", len(running))
@@ -557,25 +594,39 @@ class Tuner:
         return summary
 
     def final_run(self, study: Any, number: int, parent_id: str, recorder: Any) -> dict[str, Any]:
-        """Train trial ``number``'s configuration with ``evaluate_test=true``: the study's one test run."""
+        """Train trial ``number``'s configuration with ``evaluate_test=true``: the study's one test run.
+
+        The configuration is the trial's recorded overrides on the study's recorded fixed settings
+        (checked). The run is claimed first, atomically (:meth:`_claim_final`): of two finalize
+        steps that reach it together one trains and the other skips; the claim of a holder that
+        died (no heartbeat for ``tuner.grace_period`` s) is taken over.
+        """
         from emoexp.engine.run import train_run as train
 
-        done = study.user_attrs.get(FINAL_ATTR)
-        if done and done.get("trial") == number:
-            log.info(
-                "best trial %d was already evaluated on test (run %s): not again", number, done.get("run_id")
-            )
-            return done
-        if done:
-            log.warning(
-                "the best trial changed (%s -> %d): evaluating on test once more; "
-                "this study has now used the test split %d times",
-                done.get("trial"),
-                number,
-                int(done.get("count", 1)) + 1,
-            )
+        trial_cfg = self._final_config(study, number, parent_id)
+        claim, mine = self._claim_final(study, number)
+        if not mine:
+            return claim
+        beat = functools.partial(self._beat_final, study, claim["token"])
+        try:
+            with liveness.beating(beat, float(self.tuner.heartbeat_interval), "heartbeat-final-run"):
+                metrics = train(trial_cfg)
+        except BaseException:
+            self._settle_final(study, claim, None)  # the next finalize step trains it
+            raise
+        recorder.log_metrics(parent_id, {f"final/{k}": float(v) for k, v in metrics.items()})
+        recorder.flush()
+        record = {"trial": number, "run_id": tracking.find_final_run(recorder.client, parent_id)}
+        record = self._settle_final(study, claim, record | {"count": claim["count"]})
+        recorder.set_tags(parent_id, {"final.run_id": str(record["run_id"])})
+        log.info("final run of trial %d on test: %s", number, {k: round(v, 4) for k, v in metrics.items()})
+        return record | {"metrics": metrics}
+
+    def _final_config(self, study: Any, number: int, parent_id: str) -> DictConfig:
+        """Trial ``number``'s recorded overrides composed again, refused if its fixed settings moved."""
         trial = study.get_trials(deepcopy=False)[number]
         trial_cfg = self.compose_trial(list(trial.user_attrs.get("overrides") or to_overrides(trial.params)))
+        fixed.check(study.user_attrs.get(fixed.FIXED_ATTR), self.fixed_settings(trial_cfg), study.study_name)
         with open_dict(trial_cfg):
             trial_cfg.evaluate_test = True
             trial_cfg.run_name = f"{study.study_name}-final"
@@ -588,19 +639,73 @@ class Tuner:
             }
             if trial_cfg.get("num_threads") is None:
                 trial_cfg.num_threads = self._threads()
-        metrics = train(trial_cfg)
-        recorder.log_metrics(parent_id, {f"final/{k}": float(v) for k, v in metrics.items()})
-        recorder.flush()
-        final_run_id = tracking.find_final_run(recorder.client, parent_id)
-        record = {
-            "trial": number,
-            "run_id": final_run_id,
-            "count": int((done or {}).get("count", 0)) + 1,
-        }
-        study.set_user_attr(FINAL_ATTR, record)
-        recorder.set_tags(parent_id, {"final.run_id": str(record["run_id"])})
-        log.info("final run of trial %d on test: %s", number, {k: round(v, 4) for k, v in metrics.items()})
-        return record | {"metrics": metrics}
+        return trial_cfg
+
+    def _claim_final(self, study: Any, number: int) -> tuple[dict[str, Any], bool]:
+        """Claim the final run of trial ``number`` under the study's lock; ``(record, claimed here)``.
+
+        Not claimed here when trial ``number`` was already tested (the record of that run) or when
+        a live worker holds the claim (its claim, with ``skipped``).
+        """
+        with storage.study_lock(self.settings.storage_url, study.study_name):
+            attrs = study.user_attrs
+            done, claim = attrs.get(FINAL_ATTR), attrs.get(FINAL_CLAIM_ATTR)
+            if done and done.get("trial") == number:
+                log.info(
+                    "best trial %d was already evaluated on test (run %s): not again",
+                    number,
+                    done.get("run_id"),
+                )
+                return done, False
+            if claim and liveness.claim_alive(claim, float(self.tuner.grace_period)):
+                log.info(
+                    "the final run (trial %s) is claimed by %s, which is alive: not run here",
+                    claim.get("trial"),
+                    claim.get("owner"),
+                )
+                return claim | {"skipped": True}, False
+            if claim:
+                log.warning(
+                    "the final run's claim by %s is stale (no heartbeat): taking it over", claim.get("owner")
+                )
+            if done:
+                log.warning(
+                    "the best trial changed (%s -> %d): evaluating on test once more; "
+                    "this study has now used the test split %d times",
+                    done.get("trial"),
+                    number,
+                    int(done.get("count", 1)) + 1,
+                )
+            mine = {
+                "trial": number,
+                "owner": f"{socket.gethostname()}:{os.getpid()} (worker {self.tuner.get('worker_id', 0)})",
+                "token": uuid.uuid4().hex,
+                "heartbeat": time.time(),
+                "count": int((done or {}).get("count", 0)) + 1,
+            }
+            study.set_user_attr(FINAL_CLAIM_ATTR, mine)
+        return mine, True
+
+    def _beat_final(self, study: Any, token: str) -> None:
+        """Refresh this process's claim of the final run (unless it was taken over)."""
+        with storage.study_lock(self.settings.storage_url, study.study_name):
+            claim = study.user_attrs.get(FINAL_CLAIM_ATTR)
+            if claim and claim.get("token") == token:
+                study.set_user_attr(FINAL_CLAIM_ATTR, claim | {"heartbeat": time.time()})
+
+    def _settle_final(
+        self, study: Any, claim: dict[str, Any], record: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Release the claim; with the final run's ``record`` (it succeeded), keep it as the test run."""
+        with storage.study_lock(self.settings.storage_url, study.study_name):
+            current = study.user_attrs.get(FINAL_CLAIM_ATTR)
+            if current and current.get("token") == claim["token"]:
+                study.set_user_attr(FINAL_CLAIM_ATTR, None)
+            elif current:
+                log.error("this final run's claim was taken over by %s meanwhile", current.get("owner"))
+            if record is not None:
+                study.set_user_attr(FINAL_ATTR, record)
+        return record
 
     # ------------------------------------------------------------------------------ local workers
     def spawn_workers(self, n_workers: int) -> list[int]:

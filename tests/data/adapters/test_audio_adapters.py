@@ -41,6 +41,7 @@ def test_ravdess_maps_codes_speakers_and_gender(make_ravdess):
     row = manifest.set_index(schema.ID).loc["03-01-05-01-02-01-02"]
     assert row[schema.EMOTION] == "anger" and row[schema.SPEAKER] == "Actor_02"
     assert row["group_gender"] == "female" and row["group_intensity"] == "normal"
+    assert row["group_statement"] == "02"  # reported by the leakage guard, never enforced
     genders = manifest.groupby(schema.SPEAKER)["group_gender"].first().to_dict()
     assert genders == {"Actor_01": "male", "Actor_02": "female"}
     assert manifest[schema.AUDIO].map(lambda p: Path(p).is_file()).all()
@@ -125,6 +126,7 @@ def test_cremad_maps_labels_levels_and_demographic_groups(tmp_path, files):
     assert len(manifest) == 8
     row = manifest.set_index(schema.ID).loc["1002_DFA_SAD_LO"]
     assert row[schema.EMOTION] == "sadness" and row[schema.SPEAKER] == "1002" and row["group_level"] == "low"
+    assert row["group_sentence"] == "DFA"
     assert row["group_gender"] == "female" and row["group_age"] == "20-29"
     assert row["group_race"] == "african american" and row["group_ethnicity"] == "not hispanic"
     assert set(manifest[schema.EMOTION]) == {"anger", "neutral", "sadness", "happiness"}
@@ -193,6 +195,7 @@ def test_emodb_maps_letters_and_documented_gender(tmp_path, files):
         "13a04Na": "female",
     }
     assert manifest.loc["16a02Lb", schema.SPEAKER] == "16"
+    assert manifest.loc["16a02Lb", "group_sentence"] == "a02"
     assert len(load_emodb(root / "wav")) == 7
 
 
@@ -307,6 +310,8 @@ def test_iemocap_labels_dimensions_annotations_speakers_and_groups(tmp_path, fil
     assert manifest.loc["Ses02M_script01_1_F000", "group_session"] == "Session2"
     assert manifest.loc["Ses02M_script01_1_F000", "group_condition"] == "scripted"
     assert manifest.loc["Ses01F_impro01_M000", "group_condition"] == "improvised"
+    assert manifest.loc["Ses02M_script01_1_F000", "group_script"] == "script01_1"
+    assert manifest.loc["Ses01F_impro01_M000", "group_script"] == "impro01"
     assert manifest.loc["Ses01F_impro01_M000", schema.TEXT] == "Words of M000."
     assert Path(manifest.loc["Ses02M_script01_1_M000", schema.AUDIO]).parts[-4:] == (
         "sentences",
@@ -402,3 +407,18 @@ def test_a_corpus_extracted_twice_reports_the_duplicates(make_ravdess, files):
     assert str(copy) in str(error.value)
     manifest = load_ravdess(root, on_error="skip")
     assert len(manifest) == 2 and skipped_report(manifest)["file"].tolist() == [str(copy)]
+
+
+def test_ravdess_statements_span_splits_and_are_reported_not_enforced(make_ravdess, tmp_path):
+    from emoexp.data.leakage import guard_leakage
+    from emoexp.data.splits import SpeakerHoldout
+
+    manifest = load_ravdess(make_ravdess(actors=range(1, 9), emotions=[1, 3, 5]))
+    fold = next(SpeakerHoldout(0.2, 0.2).folds(manifest, None, seed=0))
+    result = guard_leakage(manifest, [fold], "fail", cache_dir=tmp_path / "guard")  # fail: not for groups
+    overlap = result.report[result.report["kind"] == "group_overlap"]
+    assert (
+        set(overlap["modality"]) == {"group_statement"}
+        and result.summary["group_overlap/group_statement"] == 2
+    )
+    assert (result.folds[0].assignment == fold.assignment).all()

@@ -71,7 +71,7 @@ def _parse(stem: str) -> tuple[dict[str, str] | None, str | None]:
     for ok, problem in checks:
         if not ok:
             return None, f"{problem} ({_NAMING})"
-    return {"actor": actor, "emotion": emotion, "level": level}, None
+    return {"actor": actor, "sentence": sentence, "emotion": emotion, "level": level}, None
 
 
 def _age_band(age: object) -> str | None:
@@ -163,6 +163,8 @@ def load_cremad(
             schema.EMOTION: EMOTIONS[fields["emotion"]],
             schema.SPEAKER: fields["actor"],
             "group_level": LEVELS[fields["level"]],
+            # the sentence spoken: reported by the leakage guard when it spans splits
+            "group_sentence": fields["sentence"],
         }
         if groups:
             row.update(groups.get(fields["actor"], {}))

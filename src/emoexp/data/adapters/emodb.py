@@ -100,6 +100,8 @@ def load_emodb(root: str | Path, on_error: OnError = "raise") -> pd.DataFrame:
                 schema.EMOTION: EMOTIONS[fields["emotion"]],
                 schema.SPEAKER: fields["speaker"],
                 "group_gender": SPEAKER_GENDER[fields["speaker"]],
+                # the text spoken (a01...b10): reported by the leakage guard when it spans splits
+                "group_sentence": fields["text"],
             }
         )
     return problems.finish(rows, root)

@@ -217,6 +217,8 @@ def load_iemocap(
                         "group_session": session_dir.name,
                         "group_gender": gender_word(gender),
                         "group_condition": "improvised" if "_impro" in dialog else "scripted",
+                        # the script or improvisation topic, shared by the sessions' pairs
+                        "group_script": dialog.split("_", 1)[1],
                     }
                 )
     return problems.finish(rows, root)

@@ -25,13 +25,15 @@ import pandas as pd
 from emoexp.data.schema import validate_manifest
 from emoexp.labels.emotions import EKMAN7
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 """Version of the embedded generators; part of every cache folder name.
 
 2: faces come with a ``landmarks`` column (flattened facial landmark coordinates).
 3: stronger facial expressions and less pose jitter (faces were barely learnable); quieter
    fricatives, milder creak and more consistent vocal styles in the audio.
 4: grammatical third-person negations in the texts.
+5: no two texts are exact or near duplicates (the leakage guard's settings): later copies are
+   rewritten, so no split shares a text between train and test.
 """
 
 EMBEDDED_MODALITIES: tuple[str, ...] = ("audio", "visual", "text")

@@ -502,9 +502,37 @@ def render_text(latents: pd.DataFrame, seed: int = 0) -> list[str]:
         The sentences, in row order.
     """
     intensity = latents["intensity"] if "intensity" in latents else pd.Series(0.7, latents.index)
-    return [
-        compose(str(emotion), float(strength), str(speaker), seed, str(sample_id))
-        for sample_id, emotion, strength, speaker in zip(
-            latents["id"], latents["emotion"], intensity, latents["speaker"], strict=True
-        )
-    ]
+    rows = list(zip(latents["id"], latents["emotion"], intensity, latents["speaker"], strict=True))
+    texts = [compose(str(e), float(i), str(s), seed, str(key)) for key, e, i, s in rows]
+    return _distinct(texts, rows, seed)
+
+
+MAX_REWRITES = 50
+
+
+def _distinct(texts: list[str], rows: list[tuple], seed: int) -> list[str]:
+    """Rewrite later copies until no two texts are exact or near duplicates for the leakage guard.
+
+    A corpus whose test texts repeat its training texts measures memory, not recognition
+    (docs/leakage.md); the guard's own default settings decide what a near duplicate is.
+    """
+    from emoexp.data.leakage.detect import TextSettings
+    from emoexp.data.leakage.text import exact_key, near_pairs, normalise
+
+    settings = TextSettings()
+    for attempt in range(1, MAX_REWRITES + 1):
+        seen: set[str] = set()
+        again = set()
+        for position, text in enumerate(texts):
+            key = exact_key(text)
+            if key in seen:
+                again.add(position)
+            seen.add(key)
+        near, _ = near_pairs([normalise(t) for t in texts], settings.max_distance, settings.min_chars)
+        again.update(int(max(i, j)) for i, j in near)
+        if not again:
+            return texts
+        for position in sorted(again):
+            key, emotion, strength, speaker = rows[position]
+            texts[position] = compose(str(emotion), float(strength), str(speaker), seed, f"{key}#{attempt}")
+    return texts

@@ -36,7 +36,11 @@ def _callbacks(ctx: FoldContext) -> list[Any]:
 
 
 def _datamodule(ctx: FoldContext, featurizer: Any) -> EmotionDataModule:
+    from emoexp.features.augment import build_augmentation
+
     node = ctx.cfg.datamodule
+    # Training batches only, after the feature cache (docs/augmentation.md).
+    augmentation = build_augmentation(ctx.cfg.get("augment"))
     datamodule = EmotionDataModule(
         ctx.manifest,
         ctx.fold,
@@ -49,9 +53,12 @@ def _datamodule(ctx: FoldContext, featurizer: Any) -> EmotionDataModule:
         cache_dir=ctx.cfg.paths.cache_dir,
         use_cache=node.use_cache,
         persistent_workers=node.get("persistent_workers", True),
+        augmentation=augmentation,
     )
     datamodule.setup()
     ctx.recorder.set_tags(ctx.run_id, {"feature_cache": "hit" if datamodule.cache_hit else "miss"})
+    if augmentation is not None and augmentation.copies:
+        ctx.recorder.set_tags(ctx.run_id, {"augment_cache": "hit" if augmentation.copies_hit else "miss"})
     return datamodule
 
 
@@ -65,8 +72,9 @@ def _network(ctx: FoldContext, featurizer: Any, datamodule: EmotionDataModule) -
     strategy = transfer.build(cfg.get("transfer"))
     if cfg.get("init_from"):
         initialise_from(net, ctx.recorder.client, cfg.init_from)
-    if strategy.caches_features(net):
-        # A frozen backbone's outputs are computed once and cached (emoexp.tasks.transfer).
+    if strategy.caches_features(net) and datamodule.augmentation is None:
+        # A frozen backbone's outputs are computed once and cached (emoexp.tasks.transfer); augmented
+        # inputs change every epoch, so with augmentation the backbone runs on each batch instead.
         device = "cuda" if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu" else "cpu"
         datamodule.inputs, hit = cached_backbone_features(
             net,
@@ -186,6 +194,11 @@ class LightningFold:
         ctx.recorder.log_model(
             ctx.run_id,
             lambda: log_model(
-                ctx.recorder.tracking_uri, ctx.run_id, ctx.cfg, ctx.scheme, self.featurizer, self.net
+                ctx.recorder.tracking_uri,
+                ctx.run_id,
+                ctx.recorder.recordable_config(ctx.cfg),
+                ctx.scheme,
+                self.featurizer,
+                self.net,
             ),
         )

@@ -118,9 +118,10 @@ def build_pipeline(
     scaler = _scaler(preprocessing.get("scaler", "auto"), featurizer.sparse)
     if scaler is not None:
         steps.append(("scale", scaler))
-    if preprocessing.get("k_best"):
+    k_best = preprocessing.get("k_best")
+    if k_best and str(k_best) != "all":  # "all" (a choice of the svm search space) keeps every feature
         score = f_classif if role == CLASSIFIER else f_regression_mean
-        steps.append(("select", SelectKBest(score, k=int(preprocessing.k_best))))
+        steps.append(("select", SelectKBest(score, k=int(k_best))))
 
     estimator = instantiate(model_cfg.estimator[role])
     if role == CLASSIFIER:
@@ -301,7 +302,8 @@ def fit_sklearn(ctx: FoldContext) -> SklearnFold:
     if params:
         ctx.recorder.log_params(ctx.run_id, {f"selected.{k}": str(v) for k, v in params.items()})
     vectorizer = pipeline.named_steps.get("vectorize")
-    extracted = len(vectorizer.vocabulary_) if vectorizer is not None else np.shape(inputs)[1]
+    # A vectorizer, or a FeatureUnion of a word and a character one: count all their n-grams.
+    extracted = len(vectorizer.get_feature_names_out()) if vectorizer is not None else np.shape(inputs)[1]
     train_rows = data.rows[TRAIN]
     used = pipeline[:-1].transform(inputs[train_rows[:1]]).shape[1] if len(pipeline) > 1 else extracted
     logged = {

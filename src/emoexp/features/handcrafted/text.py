@@ -1,16 +1,23 @@
-"""Text features for classical models: bag-of-words / TF-IDF n-grams and word-embedding averages.
+"""Text features for classical models: word and character n-grams, and word-embedding averages.
 
-Tokens come from :func:`emoexp.features.text.tokenize` (lower-cased words, "n't"-style clitics
-and ``! ? . ,``), optionally without English stop words (scikit-learn's list, by default keeping
-the negations, which flip an emotion) and optionally stemmed. Bag-of-words and TF-IDF use
-scikit-learn's ``CountVectorizer``/``TfidfVectorizer`` as pipeline steps, so the vocabulary and
-the IDF weights are learnt on the training rows only and travel inside the saved model.
-Word-embedding averages read a GloVe or word2vec *text-format* vectors file.
+Word tokens come from :mod:`emoexp.features.tokenize` (``tokenizer: emotion``: lower-cased words,
+"n't"-style clitics, ``! ? . ,`` runs, emoji, emoticons, kaomoji, hashtags and characters of
+scripts without spaces; ``tokenizer: words``: ASCII words and ``! ? . ,`` only), optionally
+without English stop words (scikit-learn's list, by default keeping the negations, which flip an
+emotion) and optionally stemmed. Character n-grams (``analyzer: char`` or ``char_wb``) read the
+text itself, folded, lower-cased and with elongations cut, so they see what no word list
+knows: emoji, emoticons, kaomoji, misspellings, and scripts without spaces. The model configs'
+default, ``analyzer: word+char_wb``, joins word n-grams and character 2-5-grams in one
+``FeatureUnion`` (docs/classical_models.md#character-n-grams-and-the-default-text-pipeline).
+Bag-of-words and TF-IDF use scikit-learn's ``CountVectorizer``/``TfidfVectorizer`` as pipeline
+steps, so the vocabularies and the IDF weights are learnt on the training rows only and travel
+inside the saved model. Word-embedding averages read a GloVe or word2vec *text-format* vectors file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,9 +26,12 @@ import pandas as pd
 
 from emoexp.data import schema
 from emoexp.features.handcrafted import VectorFeatures
-from emoexp.features.text import normalise_text, tokenize
+from emoexp.features.text import require_text
+from emoexp.features.tokenize import char_text, make_tokenizer, tokenizer_spec
 
 Representation = Literal["tfidf", "bow", "embeddings"]
+ANALYZERS = ("word", "char", "char_wb", "word+char", "word+char_wb")
+"""Word n-grams, character n-grams (``char_wb``: within words only), or both side by side."""
 
 NEGATIONS = frozenset(
     {"no", "not", "nor", "never", "none", "nothing", "nobody", "nowhere", "neither", "cannot"}
@@ -69,32 +79,47 @@ def _load_stemmer() -> Any:
 
 
 class Tokenizer:
-    """Picklable tokenizer: normalise, split, drop stop words, then (optionally) stem.
+    """Picklable tokenizer: split (:mod:`emoexp.features.tokenize`), drop stop words, then stem.
 
     Stop words are removed *before* stemming, so the stop list matches the words as written.
+    Only lower-case words are stemmed (not emoji, emoticons, hashtags or numbers).
 
     Args:
         stop_words: Words to drop (already resolved, see :func:`stop_word_list`).
         stem: Reduce words to their stems.
+        tokenizer: The tokenizer's name or spec (:func:`emoexp.features.tokenize.tokenizer_spec`).
     """
 
-    def __init__(self, stop_words: Iterable[str] = (), stem: bool = False):
+    def __init__(
+        self, stop_words: Iterable[str] = (), stem: bool = False, tokenizer: str | Mapping[str, Any] = "words"
+    ):
         self.stop_words = frozenset(stop_words)
         self.stem = stem
+        self.tokenizer = tokenizer_spec(tokenizer)
+        self._split = make_tokenizer(self.tokenizer)
         self._stem_word = _load_stemmer() if stem else None
 
     def __call__(self, text: str) -> list[str]:
         """Return the tokens of one text."""
-        tokens = [t for t in tokenize(normalise_text(text)) if t not in self.stop_words]
+        tokens = [t for t in self._split(require_text(text)) if t not in self.stop_words]
         if self.stem:
             if self._stem_word is None:
                 self._stem_word = _load_stemmer()
-            tokens = [self._stem_word(t) for t in tokens]
+            tokens = [self._stem_word(t) if _is_stemmable(t) else t for t in tokens]
         return tokens
 
     def __getstate__(self) -> dict[str, Any]:
         # Stemmer objects need not pickle; they are rebuilt on first use after loading.
-        return {"stop_words": self.stop_words, "stem": self.stem, "_stem_word": None}
+        return {"stop_words": self.stop_words, "stem": self.stem, "tokenizer": self.tokenizer}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Models pickled before the tokenizer option used the ASCII word tokenizer.
+        self.__init__(state["stop_words"], False, state.get("tokenizer", "words"))
+        self.stem, self._stem_word = state["stem"], None
+
+
+def _is_stemmable(token: str) -> bool:
+    return token.islower() and token[0].isalpha()
 
 
 def load_vectors(
@@ -187,12 +212,12 @@ def _line_dimension(path: Path, number: int, fields: list[str], expected: int | 
 
 
 class TextFeatures(VectorFeatures):
-    """Bag-of-words, TF-IDF n-grams or averaged word embeddings of each text.
+    """Bag-of-words, TF-IDF n-grams (of words, characters, or both) or averaged word embeddings.
 
     Args:
         representation: ``"tfidf"``, ``"bow"`` (token counts) or ``"embeddings"`` (mean word
             vector of the known tokens; samples with none get zeros).
-        ngram_range: Smallest and largest n-gram length (bag-of-words and TF-IDF).
+        ngram_range: Smallest and largest word n-gram length (bag-of-words and TF-IDF).
         stop_words: ``"english"`` (scikit-learn's list), a list of words, or ``None``.
         keep_negations: Keep negations ("not", "never", ...) even if they are stop words.
         stem: Stem tokens with an installed stemmer (snowballstemmer or NLTK); not with embeddings.
@@ -202,6 +227,13 @@ class TextFeatures(VectorFeatures):
         sublinear_tf: Use ``1 + log(tf)`` term frequencies (TF-IDF).
         vectors_path: GloVe/word2vec text-format vectors file (``representation="embeddings"``).
         vectors_dim: Expected vector dimension (``None``: taken from the file).
+        analyzer: ``"word"`` (word n-grams), ``"char"``/``"char_wb"`` (character n-grams, across
+            or within words), or ``"word+char"``/``"word+char_wb"`` (both, each L2-normalised and
+            weighted 1/sqrt(2), so a row keeps unit length). Bag-of-words and TF-IDF only.
+        char_ngram_range: Smallest and largest character n-gram length.
+        tokenizer: How texts are split into words: ``"emotion"`` (keeps emoji, emoticons,
+            kaomoji, hashtags; :mod:`emoexp.features.tokenize`), ``"words"`` (ASCII words), or
+            ``{name: emotion, <option>: ...}``.
     """
 
     modality = "text"
@@ -219,7 +251,14 @@ class TextFeatures(VectorFeatures):
         sublinear_tf: bool = False,
         vectors_path: str | None = None,
         vectors_dim: int | None = None,
+        analyzer: str = "word",
+        char_ngram_range: Sequence[int] = (2, 5),
+        tokenizer: str | Mapping[str, Any] = "emotion",
     ):
+        if analyzer not in ANALYZERS:
+            raise ValueError(
+                f"model.features.text.analyzer must be one of {list(ANALYZERS)}, got {analyzer!r}."
+            )
         if representation not in ("tfidf", "bow", "embeddings"):
             raise ValueError(
                 "model.features.text.representation must be tfidf, bow or embeddings, "
@@ -249,16 +288,22 @@ class TextFeatures(VectorFeatures):
         self.sublinear_tf = sublinear_tf
         self.vectors_path = None if vectors_path is None else str(vectors_path)
         self.vectors_dim = vectors_dim
+        self.analyzer = analyzer
+        self.char_ngram_range = tuple(int(n) for n in char_ngram_range)
+        self.tokenizer = tokenizer_spec(tokenizer)
         self.sparse = representation != "embeddings"
-        self._tokenizer = Tokenizer(stop_word_list(stop_words, keep_negations), stem)
+        self._tokenizer = Tokenizer(stop_word_list(stop_words, keep_negations), stem, self.tokenizer)
         self._dim: int | None = None
 
     def extract(
         self, manifest: pd.DataFrame, cache_dir: str | Path | None = None, use_cache: bool = True
     ) -> tuple[np.ndarray, bool]:
         """Texts (bag-of-words, TF-IDF) or mean word vectors ``[N, dim]`` (embeddings)."""
+        # Texts go to the pipeline as written: its tokenizer and character preprocessor normalise
+        # them (lower-casing first would lose the case of emoticons such as ":D" and "D:").
         texts = [
-            normalise_text(t, i) for i, t in zip(manifest[schema.ID], manifest[schema.TEXT], strict=True)
+            " ".join(require_text(t, i).split())
+            for i, t in zip(manifest[schema.ID], manifest[schema.TEXT], strict=True)
         ]
         if self.representation != "embeddings":
             return np.asarray(texts, dtype=object), False
@@ -280,24 +325,46 @@ class TextFeatures(VectorFeatures):
         return out
 
     def pipeline_steps(self) -> list[tuple[str, Any]]:
-        """A ``TfidfVectorizer``/``CountVectorizer`` on the emoexp tokenizer (none for embeddings)."""
+        """The vectorizer step: word and/or character n-grams (none for embeddings).
+
+        One ``TfidfVectorizer``/``CountVectorizer``, or a ``FeatureUnion`` of a word and a
+        character one (``analyzer: word+char_wb``), named ``vectorize``.
+        """
         if self.representation == "embeddings":
             return []
+        from sklearn.pipeline import FeatureUnion
+
+        if self.analyzer == "word":
+            return [("vectorize", self._vectorizer(word=True))]
+        if "+" not in self.analyzer:
+            return [("vectorize", self._vectorizer(word=False))]
+        parts = [("word", self._vectorizer(word=True)), ("char", self._vectorizer(word=False))]
+        weights = {"word": 0.5**0.5, "char": 0.5**0.5}
+        return [("vectorize", FeatureUnion(parts, transformer_weights=weights))]
+
+    def _vectorizer(self, word: bool) -> Any:
+        """A word vectorizer on the emoexp tokenizer, or a character one on :func:`char_text`."""
         from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
-        common = {
-            "tokenizer": self._tokenizer,
-            "token_pattern": None,
+        common: dict[str, Any] = {
             "lowercase": False,
-            "ngram_range": self.ngram_range,
             "min_df": self.min_df,
             "max_df": self.max_df,
             "max_features": self.max_features,
             "dtype": np.float64,
         }
+        if word:
+            common.update(tokenizer=self._tokenizer, token_pattern=None, ngram_range=self.ngram_range)
+        else:
+            options = {k: self.tokenizer[k] for k in ("skin_tones", "max_repeat") if k in self.tokenizer}
+            common.update(
+                analyzer=self.analyzer.rsplit("+", 1)[-1],
+                preprocessor=partial(char_text, **options),
+                ngram_range=self.char_ngram_range,
+            )
         if self.representation == "bow":
-            return [("vectorize", CountVectorizer(**common))]
-        return [("vectorize", TfidfVectorizer(**common, sublinear_tf=self.sublinear_tf))]
+            return CountVectorizer(**common)
+        return TfidfVectorizer(**common, sublinear_tf=self.sublinear_tf)
 
     def feature_names(self) -> list[str] | None:  # noqa: D102
         if self.representation == "embeddings" and self._dim is not None:
