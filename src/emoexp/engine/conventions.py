@@ -67,7 +67,7 @@ def record_dataset(recorder: Recorder, run_id: str, plan: RunPlan) -> None:
     recorder.log_dataset(
         run_id,
         name=str(plan.cfg.data.name),
-        digest=corpus_fingerprint(plan.manifest)[:36],
+        digest=corpus_fingerprint(plan.manifest),
         source=dataset_source(plan.cfg),
         schema=_schema(plan.manifest),
         profile=_profile(plan.manifest),
