@@ -85,7 +85,8 @@ def test_an_sbatch_array_of_two_workers_runs_one_study_with_one_mlflow_run_per_t
     assert len(ran) == 2 and sum(ran) == N_TRIALS, _logs(tmp_path)  # every trial ran once, in one worker
 
     study = optuna.load_study(study_name=study_name, storage=storage)
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * N_TRIALS
+    errors = {t.number: t.user_attrs.get("error") for t in study.trials if t.state.name != "COMPLETE"}
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * N_TRIALS, (errors, _logs(tmp_path)[-4000:])
 
     client = mlflow.MlflowClient(mlflow_server)
     parent_id = study.user_attrs[PARENT_ATTR]
