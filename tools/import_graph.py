@@ -93,6 +93,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "emoexp.predict",
             "emoexp.robustness",
             "emoexp.export",
+            "emoexp.study",
+            "emoexp.studies",
             "emoexp.cli",
         ),
     ),

@@ -37,6 +37,7 @@ TUNER_HELP = {
     "tuner.grace_period": "Seconds of silence after which a RUNNING trial is failed (its worker died).",
     "tuner.max_retry": "Retries of a trial whose worker died.",
     "tuner.wait_for_running": "A worker with no trial left waits for the others' trials (and retries).",
+    "tuner.tracking_wait_s": "Seconds a worker waits for an unreachable tracking store before a trial.",
     "tuner.worker_id": "Index of this worker (SLURM scripts pass the array task id).",
     "tuner.final_run": "Train the best configuration once more and evaluate it on test.",
     "tuner.keep_trial_outputs": "Keep each trial's output folder (checkpoints).",

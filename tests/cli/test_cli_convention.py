@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from emoexp import cliargs, compare, ensemble, export, predict, robustness, tune
+from emoexp import cliargs, compare, ensemble, export, predict, robustness, study, tune
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = ("tune", "compare", "ensemble", "predict", "robustness", "export")
+COMMANDS = ("tune", "compare", "ensemble", "predict", "robustness", "export", "study")
 HEAVY = ("torch", "lightning", "mlflow", "transformers", "timm")
 OPTION_LINE = re.compile(r"^  (\S+)=(.*)  \((.+)\)$")
 
@@ -51,6 +51,7 @@ UNKNOWN = {
     "predict": (["run_id=abc", "inptu=hello"], "inptu", "input"),
     "robustness": (["run_id=abc", "familes=noise"], "familes", "families"),
     "export": (["run_id=abc", "fromat=onnx"], "fromat", "format"),
+    "study": (["fusion_embedded", "seds=0,1"], "seds", "seeds"),
 }
 
 
@@ -104,6 +105,7 @@ def test_unknown_key_names_it_and_suggests(command: str, tmp_path: Path) -> None
         (predict, predict.PredictOptions),
         (export, export.ExportOptions),
         (robustness, robustness.RobustnessOptions),
+        (study, study.StudyOptions),
     ],
 )
 def test_help_lists_every_field_with_type_and_default(module, cls, capsys) -> None:

@@ -37,11 +37,15 @@ def test_augmented_run_finishes_and_records_its_augmentation(compose, tracking_u
     assert "train/loss" in run.data.metrics
 
 
-def test_no_augmentation_is_the_default(compose):
-    from emoexp.features.augment import build_augmentation
-
-    cfg = compose([])
-    assert cfg.augment.name == "none" and build_augmentation(cfg.augment) is None
+@pytest.mark.parametrize(("overrides", "chosen"), [([], "specaugment"), (["model=svm"], "none")])
+def test_the_default_auto_records_the_option_it_chose(compose, tracking_uri, overrides, chosen):
+    cfg = compose(overrides)
+    assert cfg.augment.name == "auto"
+    train(cfg)
+    [run] = _runs(tracking_uri)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["augment"] == chosen and run.data.params["augment.name"] == chosen
+    assert "auto" not in {run.data.tags["augment"], run.data.params["augment.name"]}
 
 
 def test_augmentation_that_does_not_fit_fails_before_any_run(compose, tracking_uri):

@@ -107,3 +107,26 @@ def test_a_stale_spool_file_is_not_needed_when_the_store_answers(tmp_path, track
     recorder.log_metrics(run_id, {"a": 1.0})
     recorder.end(run_id)
     assert recorder.unwritten == 0 and not (Path(tmp_path) / "unwritten.jsonl").exists()
+
+
+def test_points_are_written_in_the_background_and_flush_waits_for_them(tracking_uri, monkeypatch):
+    from emoexp.engine import recorder as recorder_module
+
+    recorder = Recorder(tracking_uri)
+    run_id = recorder.create_run(recorder.client.create_experiment("slow"), "r", {})
+    write = recorder.client.log_batch
+
+    def slow_write(*args, **kwargs):
+        time.sleep(0.5)  # a store far away
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(recorder.client, "log_batch", slow_write)
+    started = time.monotonic()
+    for step in range(recorder_module.FLUSH_EVERY_POINTS * 3):
+        recorder.log_metrics(run_id, {"train/loss": float(step)}, step=step)
+    assert time.monotonic() - started < 0.5  # three batches handed over; training did not wait
+    recorder.log_metrics(run_id, {"train/loss": -1.0}, step=10_000)  # still buffered
+    recorder.flush()
+    steps = [m.step for m in recorder.client.get_metric_history(run_id, "train/loss")]
+    assert sorted(steps) == [*range(recorder_module.FLUSH_EVERY_POINTS * 3), 10_000]
+    recorder.end(run_id)

@@ -22,7 +22,7 @@ from emoexp.config import CONF_DIR, ConfigError, group_options
 from emoexp.data.datamodule import EmotionDataModule
 from emoexp.data.splits import Fold
 from emoexp.features.audio import LogMelFeatures, MFCCFeatures
-from emoexp.features.augment import Augmentation, check_augmentation, perturb_waveform
+from emoexp.features.augment import Augmentation, check_augmentation, perturb_waveform, resolve_augmentation
 from emoexp.features.visual import ImageFeatures
 from emoexp.features.waveform import WaveformFeatures
 
@@ -327,6 +327,7 @@ def test_options_that_do_not_fit_are_config_errors(compose):
 # Which (model, modality) each shipped option fits; every other pair is a ConfigError naming augment.
 FITS = {
     "none": None,  # every pair
+    "auto": None,  # every pair: it resolves to an option that fits, or none
     "audio": {("lstm", "audio"), ("cnn", "audio"), ("timm", "audio")},
     "specaugment": {("lstm", "audio"), ("cnn", "audio"), ("timm", "audio")},
     "waveform": {("lstm", "audio"), ("cnn", "audio"), ("timm", "audio"), ("wav2vec2", "audio")},
@@ -347,12 +348,37 @@ def test_every_option_fits_or_is_rejected_for_every_model(compose):
             for option in options:
                 cfg.augment = OmegaConf.load(CONF_DIR / "augment" / f"{option}.yaml")
                 try:
+                    resolve_augmentation(cfg)
                     check_augmentation(cfg)
                 except ConfigError as error:
                     assert f"augment={option}" in str(error) and "augment=none" in str(error), str(error)
                 else:
                     fits[option].add((model, str(modality)))
-    assert len(fits["none"]) == pairs
+    assert len(fits["none"]) == len(fits["auto"]) == pairs
     for option, expected in FITS.items():
         if expected is not None and option in fits:
             assert fits[option] == expected, option
+
+
+@pytest.mark.parametrize(
+    ("overrides", "chosen"),
+    [
+        (["modality=audio"], "specaugment"),  # the default BiLSTM on MFCC frames
+        (["modality=audio", "model=cnn"], "specaugment"),  # log-mel images
+        (["modality=audio", "model=svm"], "none"),  # functionals: scikit-learn
+        (["modality=audio", "model=wav2vec2"], "none"),  # raw waveforms: no spectral stage
+        (["modality=text"], "none"),
+        (["modality=visual"], "none"),
+    ],
+)
+def test_auto_resolves_to_the_option_the_model_takes_and_records_it(compose, overrides, chosen):
+    from emoexp.engine.preflight import check_config
+    from emoexp.engine.resume import config_fingerprint
+
+    cfg = compose([*overrides, "augment=auto"])
+    check_config(cfg)
+    assert cfg.augment.name == chosen
+    assert cfg.augment.seed == cfg.seed
+    explicit = compose([*overrides, f"augment={chosen}"])
+    check_config(explicit)
+    assert config_fingerprint(cfg) == config_fingerprint(explicit)

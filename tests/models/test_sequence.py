@@ -69,3 +69,12 @@ def test_token_inputs_ignore_subsampling():
 def test_bad_options_name_their_key(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LSTMClassifier(3, input_size=4, **kwargs)
+
+
+def test_attention_pooling_trains_under_bf16_autocast():
+    net = LSTMClassifier(3, input_size=5, hidden_size=6, subsample=2, pooling="attention")
+    x, lengths = torch.randn(2, 9, 5), torch.tensor([9, 3])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x=x, lengths=lengths)
+    out.float().sum().backward()
+    assert torch.isfinite(out.float()).all()

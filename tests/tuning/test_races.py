@@ -284,8 +284,12 @@ def test_the_final_run_is_the_best_trials_stored_configuration(tmp_path, cache_d
         _tuner([*overrides, "seed=7", "tuner.role=finalize"]).run()
     assert not _runs(tmp_path, "final")
 
-    summary = _tuner([*overrides, "tuner.role=finalize"]).run()
+    # Another command line with other allowed keys: where things go and how fast (paths, threads)
+    # come from it; what is trained is the trial's stored configuration (its pruner node too).
+    elsewhere = [f"paths.output_dir={tmp_path / 'final-job'}", "num_threads=1", "pruner=none"]
+    summary = _tuner([*overrides, "tuner.role=finalize", *elsewhere]).run()
     [final] = _runs(tmp_path, "final")
+    assert final.data.tags["output_dir"] == str(tmp_path / "final-job" / "final")
     assert summary["final"]["run_id"] == final.info.run_id and summary["final"]["trial"] == number
     best = study.trials[number]
     for key, value in best.params.items():
@@ -298,6 +302,73 @@ def test_the_final_run_is_the_best_trials_stored_configuration(tmp_path, cache_d
     where_and_what = ("paths.", "tracking.", "tuner.", "callbacks.model_checkpoint.dirpath",
                       "trainer.default_root_dir", "evaluate_test", "run_name")  # fmt: skip
     assert "evaluate_test" in differ and all(k.startswith(where_and_what) for k in differ), differ
+    assert final.data.params["pruner._target_"] == trial_run.data.params["pruner._target_"] != "none"
+
+
+# ------------------------------------------------------------------------------ late heartbeats
+def test_a_live_worker_whose_beats_came_late_keeps_its_result_and_its_run(
+    study_storage, tmp_path, cache_dir, monkeypatch
+):
+    """Declared stale after training, before telling: its result goes to the retry, trained once."""
+    from emoexp.tuning import liveness
+
+    url, name = study_storage
+    overrides = _overrides(tmp_path, cache_dir, url, name, "hydra.sweeper.n_trials=1",
+                           "tuner.final_run=false", "tuner.grace_period=1")  # fmt: skip
+    late, other = _tuner(overrides), _tuner(overrides)
+    late.setup()
+    trained, declared = threading.Event(), threading.Event()
+    objective_values, beat_once = Tuner._objective_values, liveness._beat_once
+
+    def hooked_values(self, metrics, client, run_id):
+        if threading.current_thread().name == "late":
+            trained.set()  # trained, its run FINISHED; now its beats stop coming ...
+            assert declared.wait(WAIT_S)  # ... until another worker has declared its trial stale
+        return objective_values(self, metrics, client, run_id)
+
+    def late_beats(storage, trial_id):
+        if threading.current_thread().name.startswith("heartbeat"):
+            assert declared.wait(WAIT_S)
+        beat_once(storage, trial_id)
+
+    monkeypatch.setattr(Tuner, "_objective_values", hooked_values)
+    monkeypatch.setattr(liveness, "_beat_once", late_beats)
+    results: dict = {}
+    thread = _in_thread("late", late.work, results)
+    assert trained.wait(WAIT_S)
+    try:
+        _declare_stale(other, url, name)
+    finally:
+        declared.set()
+        thread.join(WAIT_S)
+    assert results["late"] == 1, results
+    assert other.work() == 0  # the parameters are not trained a second time
+
+    states = {t.number: t.state.name for t in _study(url, name).trials}
+    assert states == {0: "FAIL", 1: "COMPLETE"}  # the stale trial, and its retry with the result
+    runs: dict[str, list] = {}
+    for run in _runs(tmp_path, "trial"):
+        runs.setdefault(run.data.tags["optuna.trial"], []).append(run)
+    assert sorted(runs) == ["0", "1"] and all(len(found) == 1 for found in runs.values())
+    [done], [stale] = runs["1"], runs["0"]
+    assert done.info.status == "FINISHED" and done.data.tags["optuna.state"] == "COMPLETE"
+    assert done.data.tags["optuna.retry_of"] == "0" and "error" not in done.data.tags
+    assert "val/uar_best" in done.data.metrics
+    assert stale.data.tags["optuna.state"] == "FAIL" and "declared stale" in stale.data.tags["error"]
+
+
+def _declare_stale(tuner: Tuner, url: str, name: str) -> None:
+    """Another worker's stale check (as in its work loop), until the storage's clock passes the grace."""
+    from emoexp.tuning import liveness
+
+    study = optuna.load_study(study_name=name, storage=tuner.open_storage())
+    recorder, experiment_id = tuner._mlflow()
+    deadline = time.monotonic() + WAIT_S
+    while not (stale := liveness.fail_stale_trials(study, 1.0, tuner._retry())):
+        assert time.monotonic() < deadline, "the silent trial was never declared stale"
+        time.sleep(0.2)
+    for number in stale:
+        tuner._record_stale(recorder, experiment_id, study.user_attrs[tracking.PARENT_ATTR], study, number)
 
 
 # ----------------------------------------------------------------------------------- parent run

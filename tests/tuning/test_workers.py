@@ -26,7 +26,9 @@ def _trial_runs(runs):
 
 def _assert_no_duplicates(study, n_trials):
     finished = [t for t in study.trials if t.state.is_finished()]
-    assert len(finished) == n_trials and all(t.state.name == "COMPLETE" for t in finished)
+    errors = {t.number: (t.state.name, t.user_attrs.get("error")) for t in finished}
+    errors = {number: error for number, error in errors.items() if error[0] != "COMPLETE"}
+    assert len(finished) == n_trials and not errors, f"trials not COMPLETE: {errors}"
     assert len({t.number for t in study.trials}) == len(study.trials)
     assert len({tuple(sorted(t.params.items())) for t in finished}) == n_trials  # no parameters tried twice
 

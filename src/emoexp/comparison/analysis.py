@@ -248,6 +248,66 @@ def _sample_tests(
     return tests
 
 
+def unit_pairwise_tests(
+    systems: Sequence[System],
+    metric: str,
+    scorer: Scorer,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    alpha: float = 0.05,
+    correction: str = "holm",
+) -> pd.DataFrame:
+    """Pairs of systems compared over their matched units only: a paired t-test, corrected.
+
+    The rule a study applies everywhere: the difference of the headline metric per matched
+    unit (seed, or seed x fold), a two-sided paired t-test over those units, and one
+    ``correction`` over all tested pairs; a pair is significant when its corrected p < alpha.
+    No sample-level statistic enters the decision, so it speaks for a re-run with another
+    seed/split, not for one test set.
+
+    Args:
+        systems: The systems.
+        metric: Headline metric.
+        scorer: Recomputes it from predictions where a unit did not log it.
+        pairs: ``(A, B)`` names to test (default: every pair, in system order).
+        alpha: Significance level.
+        correction: ``statsmodels`` multiple-testing method over the pairs.
+
+    Returns:
+        One row per pair: ``A``, ``B``, ``units``, ``delta`` (mean A - B), ``ci_low``/``ci_high``
+        (t interval of the mean difference), ``p``, ``p_<correction>``, ``significant``.
+    """
+    by_name = {s.name: s for s in systems}
+    if pairs is None:
+        pairs = [(a.name, b.name) for a, b in itertools.combinations(systems, 2)]
+    rows = []
+    for name_a, name_b in pairs:
+        if name_a not in by_name or name_b not in by_name:
+            continue
+        values_a = by_name[name_a].values(metric, scorer)
+        values_b = by_name[name_b].values(metric, scorer)
+        shared = [k for k in values_a if k in values_b]
+        test = significance.paired_t_test([values_a[k] for k in shared], [values_b[k] for k in shared])
+        rows.append(
+            {"A": name_a, "B": name_b, "units": test.n, "delta": test.mean_difference}
+            | {"ci_low": test.ci_low, "ci_high": test.ci_high, "p": test.p_value}
+        )
+    frame = pd.DataFrame(rows, columns=["A", "B", "units", "delta", "ci_low", "ci_high", "p"])
+    frame[f"p_{correction}"] = significance.adjust_pvalues(frame["p"].to_numpy(float), correction)
+    frame["significant"] = frame[f"p_{correction}"] < alpha
+    return frame
+
+
+def chance_level(metric: str, n_classes: int) -> float | None:
+    """The metric of uniform guessing over ``n_classes`` classes (UAR, accuracy, macro-F1: 1/k).
+
+    Returns ``None`` for metrics without such a level (CCC, MAE, ECE) or no classes.
+    """
+    name = metric.rsplit("/", 1)[-1]
+    if n_classes < 1 or name not in ("uar", "accuracy", "f1_macro", "balanced_accuracy"):
+        return None
+    return 1.0 / n_classes
+
+
 def rank_test(
     systems: Sequence[System], metric: str, scorer: Scorer, alpha: float = 0.05
 ) -> dict[str, Any] | None:

@@ -38,6 +38,8 @@ class Run:
         metrics: Latest value of every metric.
         params: Flattened resolved config.
         children: Fold runs of a cross-validated run, in fold order.
+        start_time: Start, ms since the epoch (``None`` if unknown).
+        end_time: End, ms since the epoch (``None`` while running).
     """
 
     run_id: str
@@ -47,6 +49,15 @@ class Run:
     metrics: dict[str, float]
     params: dict[str, str] = field(default_factory=dict)
     children: list[Run] = field(default_factory=list)
+    start_time: int | None = None
+    end_time: int | None = None
+
+    @property
+    def wall_seconds(self) -> float | None:
+        """Wall-clock seconds from start to end (``None`` if either is unknown)."""
+        if self.start_time is None or self.end_time is None:
+            return None
+        return (self.end_time - self.start_time) / 1000
 
     @property
     def seed(self) -> str:
@@ -100,6 +111,8 @@ def _to_run(raw: Any, experiment: str) -> Run:
         tags=dict(raw.data.tags),
         metrics=dict(raw.data.metrics),
         params=dict(raw.data.params),
+        start_time=raw.info.start_time,
+        end_time=raw.info.end_time,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,16 +14,23 @@ from torch.utils.data import DataLoader, Dataset
 
 from emoexp.data.splits import TEST, TRAIN, VAL, Fold
 from emoexp.features.base import Features, Featurizer, take
-from emoexp.features.cache import cached_features, content_key
+from emoexp.features.cache import cached_feature_file, cached_features, content_key
+from emoexp.features.store import IN_MEMORY, FeatureStorage, MappedFeatures, write_feature_file
 
 if TYPE_CHECKING:
     from emoexp.features.augment import Augmentation
 
+log = logging.getLogger(__name__)
+
 
 class TensorDictDataset(Dataset):
-    """Rows of precomputed input and target tensors, with their manifest row index."""
+    """Rows of precomputed input and target tensors, with their manifest row index.
 
-    def __init__(self, inputs: Features, targets: dict[str, torch.Tensor], rows: np.ndarray):
+    The inputs are tensors in memory, or :class:`~emoexp.features.store.MappedFeatures` whose rows
+    are read from disk and standardised when a batch asks for them.
+    """
+
+    def __init__(self, inputs: Features | MappedFeatures, targets: dict[str, torch.Tensor], rows: np.ndarray):
         self.inputs = inputs
         self.targets = targets
         self.rows = torch.as_tensor(rows, dtype=torch.long)
@@ -33,7 +41,7 @@ class TensorDictDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.rows[i]
         return {
-            "inputs": {k: v[row] for k, v in self.inputs.items()},
+            "inputs": take(self.inputs, row),
             "targets": {k: v[row] for k, v in self.targets.items()},
             "row": row,
         }
@@ -45,8 +53,15 @@ def build_features(
     train_mask: np.ndarray,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
-) -> tuple[Features, bool]:
+    storage: FeatureStorage = IN_MEMORY,
+) -> tuple[Features | MappedFeatures, bool]:
     """Extract (cached), fit on the training rows only, and finalize features for all rows.
+
+    With the default ``storage`` the features are extracted in this process and held in memory.
+    Otherwise, for a :attr:`~emoexp.features.base.Featurizer.rowwise` featurizer, they are extracted
+    in chunks by ``storage.extract_workers`` processes into the feature file, then either loaded or,
+    when ``storage`` says so, left on disk: the featurizer is fitted in a streaming pass over the
+    training rows and the result reads and standardises rows as batches need them.
 
     Returns:
         The model inputs for every manifest row and whether extraction hit the cache.
@@ -59,10 +74,35 @@ def build_features(
         featurizer.fit(manifest.iloc[train_rows], None)
         return featurizer.finalize(featurizer.extract(manifest)), False
     key = content_key(manifest, featurizer.params(), type(featurizer).__qualname__)
-    raw, hit = cached_features(
-        key, lambda: featurizer.extract(manifest), cache_dir, use_cache and featurizer.cacheable
-    )
+    enabled = use_cache and featurizer.cacheable
+    if storage.uses_file(featurizer, len(manifest)):
+        return _build_from_file(featurizer, manifest, train_rows, key, (cache_dir, enabled), storage)
+    raw, hit = cached_features(key, lambda: featurizer.extract(manifest), cache_dir, enabled)
     featurizer.fit(manifest.iloc[train_rows], take(raw, torch.as_tensor(train_rows)))
+    return featurizer.finalize(raw), hit
+
+
+def _build_from_file(
+    featurizer: Featurizer,
+    manifest: pd.DataFrame,
+    train_rows: np.ndarray,
+    key: str,
+    cache: tuple[str | Path | None, bool],
+    storage: FeatureStorage,
+) -> tuple[Features | MappedFeatures, bool]:
+    workers = storage.workers(len(manifest))
+
+    def write(path: Path) -> None:
+        write_feature_file(featurizer, manifest, path, workers)
+
+    file, hit = cached_feature_file(key, write, *cache)
+    train = manifest.iloc[train_rows]
+    if storage.maps(file.nbytes):
+        log.info("Features (%.0f MiB) are read from %s as batches need them", file.nbytes / 2**20, file.path)
+        featurizer.fit_chunks(train, file.chunks(train_rows))
+        return MappedFeatures(file, featurizer.finalize), hit
+    raw = file.load()
+    featurizer.fit(train, take(raw, torch.as_tensor(train_rows)))
     return featurizer.finalize(raw), hit
 
 
@@ -75,15 +115,17 @@ class EmotionDataModule(pl.LightningDataModule):
         featurizer: Turns samples into model inputs.
         targets: Target arrays from the label scheme, one row per sample.
         batch_size: Samples per batch.
-        num_workers: DataLoader worker processes (tensors are in memory: 0 is usually fastest).
+        num_workers: DataLoader worker processes (with features in memory 0 is usually fastest).
         pin_memory: Pin host memory for faster GPU transfer; ``None``: when the trainer runs on a GPU.
         persistent_workers: Keep worker processes between epochs (with ``num_workers > 0``).
         sampler: ``None`` or ``"balanced"`` (class-balanced sampling of training batches).
         cache_dir: Feature cache root.
         use_cache: Read/write the feature cache.
-        persistent_workers: Keep loader workers alive between epochs.
         augmentation: Training-time augmentation (``conf/augment``): applied to training batches
             only, after the feature cache (emoexp.features.augment, docs/augmentation.md).
+        storage: Where the features live (memory, or read from disk per batch) and how many
+            processes extract them (``datamodule.storage``, ``extract_workers``,
+            ``max_in_memory_mb``; docs/scaling.md).
     """
 
     def __init__(  # noqa: PLR0913 (the fold's data plus the config's loader options, by keyword)
@@ -100,6 +142,7 @@ class EmotionDataModule(pl.LightningDataModule):
         use_cache: bool = True,
         persistent_workers: bool = True,
         augmentation: Augmentation | None = None,
+        storage: FeatureStorage | None = None,
     ):
         super().__init__()
         self.manifest = manifest
@@ -114,13 +157,19 @@ class EmotionDataModule(pl.LightningDataModule):
         self.cache_dir = cache_dir
         self.use_cache = use_cache
         self.augmentation = augmentation
-        self.inputs: Features | None = None
+        self.storage = storage or FeatureStorage()
+        self.inputs: Features | MappedFeatures | None = None
         self.cache_hit = False
 
     def setup(self, stage: str | None = None) -> None:  # noqa: D102
         if self.inputs is None:
             self.inputs, self.cache_hit = build_features(
-                self.featurizer, self.manifest, self.fold.mask(TRAIN), self.cache_dir, self.use_cache
+                self.featurizer,
+                self.manifest,
+                self.fold.mask(TRAIN),
+                self.cache_dir,
+                self.use_cache,
+                self.storage,
             )
             if self.augmentation is not None:
                 train_rows = self.rows(TRAIN)

@@ -27,7 +27,7 @@ from emoexp.engine import binding
 from emoexp.engine.fitters import fitter_for
 from emoexp.engine.resume import config_fingerprint
 from emoexp.engine.samples import prepare_samples
-from emoexp.features.augment import check_augmentation
+from emoexp.features.augment import check_augmentation, resolve_augmentation
 from emoexp.labels.schemes import LabelSchemeError
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ def check_config(cfg: DictConfig) -> Any:
             f"{missing[0]}=... (for a corpus: data.root=/path/to/the/corpus)."
         )
     config_checks.validate(cfg)
+    resolve_augmentation(cfg)  # augment=auto becomes the option it picks, before anything reads it
     binding.check_targets(cfg)
     scheme = instantiate(cfg.label_scheme)
     fitter_for(cfg.model)

@@ -6,9 +6,13 @@ through one :class:`Recorder`. It owns the network policy (docs/design.md#the-re
 * **Before the first write** :meth:`Recorder.connect` probes the store with short, bounded
   retries (about 15 s) and raises :class:`TrackingStoreError`, naming the URI and the operation,
   so an unreachable or unwritable store is a clear error before any run exists.
-* **Once the run exists** metric points are buffered and written in batches; a failed write is
-  retried with back-off for :attr:`Recorder.retry_s` (longer than a tracking server restart
-  takes). Points that still could not be written are kept in a local JSON-lines file, and the
+* **Once the run exists** metric points are buffered and written in batches by one background
+  writer thread, so training never waits for the store (a tracking server over the network, or
+  one that is restarting); a failed write is retried with back-off for :attr:`Recorder.retry_s`
+  (longer than a tracking server restart takes). :meth:`Recorder.flush` waits until every point
+  handed over so far is in the store; it runs at each checkpoint, at the end of a run and when a
+  run is stopped (SIGTERM/SIGINT, failure), so what a checkpoint holds is never ahead of the
+  store. Points that still could not be written are kept in a local JSON-lines file, and the
   run says so on the terminal; nothing is dropped silently.
 * **Ending** (:meth:`Recorder.end`, :meth:`Recorder.stop`) never raises: a run ends FINISHED,
   FAILED (error tag, traceback artifact ``error.txt``) or KILLED (interrupted, resumable), and
@@ -29,6 +33,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +71,18 @@ class Recorder:
         spool_dir: Where points that could not be written are kept (``unwritten.jsonl``).
         privacy: With ``tracking.privacy=pseudonymise``, what scrubs every tag, param and text
             artifact before it is written (:mod:`emoexp.tracking.privacy`).
+        background: Write metric batches from a background thread; ``False`` writes them in the
+            calling thread (the recorder's former behaviour, kept for comparison in
+            ``bench/tracking_overhead.py``).
     """
 
     def __init__(
-        self, tracking_uri: str, writes: bool = True, retry_s: float = RETRY_S, spool_dir: Path | None = None
+        self,
+        tracking_uri: str,
+        writes: bool = True,
+        retry_s: float = RETRY_S,
+        spool_dir: Path | None = None,
+        background: bool = True,
     ):
         import mlflow  # ~3 s: only once a run is about to be recorded
 
@@ -79,6 +92,9 @@ class Recorder:
         self.retry_s = retry_s
         self.spool_dir = spool_dir
         self._pending: dict[str, list[Any]] = {}
+        self.background = background
+        self._writer: ThreadPoolExecutor | None = None
+        self._in_flight: list[Future[None]] = []
         self._last_flush = time.monotonic()
         self._last_step: dict[str, dict[str, int]] = {}
         self._params: dict[str, set[str]] = {}
@@ -283,7 +299,11 @@ class Recorder:
             self._retry("logging params", self.client.log_batch, run_id, params=batch)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        """Buffer metric points at ``step``; they are written by :meth:`flush` (at the latest at the end)."""
+        """Buffer metric points at ``step``.
+
+        Every :data:`FLUSH_EVERY_POINTS` points or :data:`FLUSH_EVERY_S` seconds the buffer is
+        handed to the background writer (:meth:`send`); :meth:`flush` waits until it is stored.
+        """
         if not self.writes or not run_id:
             return
         from mlflow.entities import Metric
@@ -298,19 +318,44 @@ class Recorder:
         self._pending.setdefault(run_id, []).extend(points)
         waiting = sum(len(p) for p in self._pending.values())
         if waiting >= FLUSH_EVERY_POINTS or time.monotonic() - self._last_flush > FLUSH_EVERY_S:
-            self.flush()
+            self.send()
 
-    def flush(self) -> None:
-        """Write the buffered metric points; what cannot be written is spooled to a local file."""
+    def send(self) -> None:
+        """Hand the buffered metric points to the background writer without waiting for them."""
         pending, self._pending = self._pending, {}
         self._last_flush = time.monotonic()
-        for run_id, points in pending.items():
-            for start in range(0, len(points), 1000):
-                batch = points[start : start + 1000]
-                try:
-                    self._retry("logging metrics", self.client.log_batch, run_id, metrics=batch)
-                except Exception as error:
-                    self._spool(run_id, batch, error)
+        self._in_flight = [future for future in self._in_flight if not future.done()]
+        batches = [
+            (run_id, points[start : start + 1000])
+            for run_id, points in pending.items()
+            for start in range(0, len(points), 1000)
+        ]
+        if not self.background:
+            for run_id, batch in batches:
+                self._write(run_id, batch)
+            return
+        if batches and self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emoexp-recorder")
+        self._in_flight += [self._writer.submit(self._write, run_id, batch) for run_id, batch in batches]
+
+    def flush(self) -> None:
+        """Write the buffered metric points and wait until every point handed over so far is stored.
+
+        One writer thread writes batches in the order they were handed over; what cannot be
+        written is spooled to a local file. A signal that interrupts the wait leaves the
+        remaining writes queued, and the next :meth:`flush` (the one that ends the run) waits
+        for them.
+        """
+        self.send()
+        while self._in_flight:
+            self._in_flight[0].result()  # never raises: _write spools what it cannot write
+            self._in_flight.pop(0)
+
+    def _write(self, run_id: str, batch: list[Any]) -> None:
+        try:
+            self._retry("logging metrics", self.client.log_batch, run_id, metrics=batch)
+        except Exception as error:
+            self._spool(run_id, batch, error)
 
     def _spool(self, run_id: str, points: list[Any], error: BaseException) -> None:
         self.unwritten += len(points)

@@ -48,6 +48,7 @@ VOLATILE_KEYS = (
     "datamodule.num_workers",
     "datamodule.pin_memory",
     "datamodule.persistent_workers",
+    "datamodule.extract_workers",
     # what is evaluated after training (robustness reports) does not change the training
     "evaluate",
 )

@@ -6,6 +6,7 @@
 * :func:`bootstrap_metric`: percentile interval of one system's metric over its samples.
 * :func:`mcnemar_test`: two classifiers on the same samples (statsmodels).
 * :func:`wilcoxon_signed_rank`: two systems over matched folds or seeds (scipy).
+* :func:`paired_t_test`: the same with Student's t, and the interval of the mean difference.
 * :func:`friedman_test` and :func:`nemenyi_test`: several systems over the same blocks
   (folds, seeds or samples), with the Nemenyi post-hoc test and critical difference
   (Demšar 2006).
@@ -247,6 +248,61 @@ def wilcoxon_signed_rank(
         return WilcoxonResult(0.0, 1.0, n, mean_difference)
     result = stats.wilcoxon(a, b, alternative=alternative)
     return WilcoxonResult(float(result.statistic), float(result.pvalue), n, mean_difference)
+
+
+@dataclass(frozen=True)
+class PairedTResult:
+    """Paired t-test over matched folds or seeds.
+
+    Attributes:
+        statistic: Student's t of the mean difference.
+        p_value: Two-sided p-value of "the mean difference is 0".
+        n: Number of matched pairs.
+        mean_difference: Mean of ``a - b``.
+        ci_low: Lower end of the t interval of the mean difference.
+        ci_high: Upper end.
+    """
+
+    statistic: float
+    p_value: float
+    n: int
+    mean_difference: float
+    ci_low: float
+    ci_high: float
+
+
+def paired_t_test(
+    scores_a: Sequence[float] | np.ndarray, scores_b: Sequence[float] | np.ndarray, confidence: float = 0.95
+) -> PairedTResult:
+    """Paired t-test of matched scores (one pair per fold or seed), with the interval of the difference.
+
+    Unlike :func:`wilcoxon_signed_rank` it can reject with five pairs; it assumes the
+    differences are roughly normal, which per-seed metric differences usually are.
+
+    Args:
+        scores_a: System A's metric per fold/seed.
+        scores_b: System B's metric on the same folds/seeds, in the same order.
+        confidence: Level of the interval of the mean difference.
+
+    Returns:
+        The test; fewer than two pairs give NaN, identical differences a zero-width interval
+        (p = 1 when they are all 0, else 0).
+    """
+    a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_t_test needs matched scores, got {a.shape} and {b.shape}.")
+    difference = (a - b)[np.isfinite(a) & np.isfinite(b)]
+    n = int(difference.size)
+    mean = float(difference.mean()) if n else float("nan")
+    if n < 2:
+        return PairedTResult(float("nan"), float("nan"), n, mean, float("nan"), float("nan"))
+    if np.allclose(difference, difference[0]):
+        return PairedTResult(float("nan"), 1.0 if np.isclose(mean, 0) else 0.0, n, mean, mean, mean)
+    result = stats.ttest_1samp(difference, popmean=0.0)
+    interval = result.confidence_interval(confidence)
+    return PairedTResult(
+        float(result.statistic), float(result.pvalue), n, mean, float(interval.low), float(interval.high)
+    )
 
 
 @dataclass(frozen=True)

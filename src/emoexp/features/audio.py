@@ -49,6 +49,7 @@ class _SpectralFeaturizer(Featurizer):
 
     modality = "audio"
     augment_stages = ("waveform", "spectrogram")
+    rowwise = True  # every clip padded to max_frames, standardised on its own
     # Axes of one sample's model input ``x`` (after :meth:`finalize`) that SpecAugment masks.
     time_axis: int = 0
     frequency_axis: int = 1
@@ -99,6 +100,22 @@ class _SpectralFeaturizer(Featurizer):
         valid = x[mask]
         self._mean = valid.mean(dim=0)
         self._std = valid.std(dim=0).clamp_min(1e-5)
+
+    def fit_chunks(self, manifest: pd.DataFrame, chunks: Iterable[Features]) -> None:
+        """:meth:`fit` over training features read chunk by chunk (bounded memory, same statistics)."""
+        from sklearn.preprocessing import StandardScaler  # deferred like torchaudio; streaming moments
+
+        if not self.standardize:
+            return
+        scaler = StandardScaler()  # Chan et al.'s merge of chunk means and variances, in float64
+        for chunk in chunks:
+            x, lengths = chunk["x"], chunk["lengths"]
+            valid = x[torch.arange(x.shape[1])[None, :] < lengths[:, None]]
+            if len(valid):
+                scaler.partial_fit(valid.double().numpy())
+        count = scaler.n_samples_seen_
+        self._mean = torch.from_numpy(scaler.mean_).float()
+        self._std = torch.from_numpy(np.sqrt(scaler.var_ * count / (count - 1))).float().clamp_min(1e-5)
 
     def finalize(self, features: Features) -> Features:
         """Apply the training-split standardisation (padding stays zero)."""

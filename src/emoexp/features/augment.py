@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,12 +32,14 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emoexp.config import CONF_DIR, ConfigError, group_options
 from emoexp.data import schema
 from emoexp.features.base import Features, Featurizer
 from emoexp.features.cache import cached_features, content_key
+
+log = logging.getLogger(__name__)
 
 STAGES = ("waveform", "spectrogram", "image")
 # What each stage does, for messages.
@@ -351,6 +354,9 @@ class Augmentation:
         waveform: :class:`WaveformStage` settings, or ``None``.
         spectrogram: :class:`SpectrogramStage` settings, or ``None``.
         image: :class:`ImageStage` settings, or ``None``.
+        by_stage: ``augment=auto``'s map from featurizer stages to options; the run replaces
+            ``auto`` with the option it picks before building anything
+            (:func:`resolve_augmentation`), so an ``Augmentation`` never uses it.
 
     Raises:
         ConfigError: Naming an unknown key or a probability outside [0, 1].
@@ -364,7 +370,9 @@ class Augmentation:
         waveform: Mapping[str, Any] | None = None,
         spectrogram: Mapping[str, Any] | None = None,
         image: Mapping[str, Any] | None = None,
+        by_stage: Mapping[str, str] | None = None,
     ):
+        del by_stage  # resolved away by resolve_augmentation; accepted so the config binds
         self.name = name
         self.modalities = tuple(modalities)
         self.seed = int(seed)
@@ -453,6 +461,43 @@ def build_augmentation(node: DictConfig | None) -> Augmentation | None:
 # ---- the preflight check: does the option fit the modality and the model? -------------------------
 
 
+def _featurizer_stages(cfg: DictConfig) -> tuple[str, ...]:
+    """The augmentation stages of the run's featurizer (none for scikit-learn models)."""
+    if cfg.model.get("kind") == "sklearn":
+        return ()
+    features = (cfg.model.get("features") or {}).get(cfg.modality)
+    if not features:
+        return ()
+    try:
+        featurizer = _featurizer_class(features._target_)
+    except (ImportError, AttributeError):
+        return ()  # a wrong _target_: the binding check names it with its fix
+    return tuple(getattr(featurizer, "augment_stages", ()))
+
+
+def resolve_augmentation(cfg: DictConfig) -> None:
+    """Replace ``augment=auto`` with the option it chooses for the run's model and modality.
+
+    ``conf/augment/auto.yaml`` maps featurizer stages to options (``by_stage``); the first stage
+    the model's featurizer has, whose option is meant for the run's modality, wins, else
+    ``none``. Everything recorded afterwards names the concrete option, so an ``auto`` run and an
+    explicit run of that option have the same config fingerprint.
+    """
+    node = cfg.get("augment")
+    if node is None or node.get("name") != "auto":
+        return
+    stages = _featurizer_stages(cfg)
+    option = "none"
+    for stage, candidate in (node.get("by_stage") or {}).items():
+        chosen = OmegaConf.load(CONF_DIR / "augment" / f"{candidate}.yaml")
+        if stage in stages and cfg.modality in chosen.get("modalities", []):
+            option = candidate
+            break
+    with open_dict(cfg):
+        cfg.augment = OmegaConf.load(CONF_DIR / "augment" / f"{option}.yaml")
+    log.info("augment=%s for model=%s on %s (augment=auto).", option, cfg.model.name, cfg.modality)
+
+
 def _featurizer_class(target: str) -> type:
     module, _, name = target.rpartition(".")
     return getattr(importlib.import_module(module), name)
@@ -497,9 +542,7 @@ def check_augmentation(cfg: DictConfig) -> None:
             "or a neural model (docs/augmentation.md)."
         )
     features = (model.get("features") or {}).get(modality)
-    featurizer_stages = (
-        tuple(getattr(_featurizer_class(features._target_), "augment_stages", ())) if features else ()
-    )
+    featurizer_stages = _featurizer_stages(cfg)
     fitting = ", ".join(f"augment={option}" for option in _options_fitting(modality, featurizer_stages))
     if modality not in augmentation.modalities:
         raise ConfigError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
@@ -30,6 +31,10 @@ class Featurizer:
     # The training-time augmentation stages whose inputs this featurizer produces or consumes
     # (``waveform``, ``spectrogram``, ``image``; emoexp.features.augment, docs/augmentation.md).
     augment_stages: tuple[str, ...] = ()
+    # True when extract and finalize treat every row on its own and give every row the same shape:
+    # extraction can then be split in chunks over processes and the features read from disk row by
+    # row (emoexp.features.store, for corpora whose features do not fit in memory).
+    rowwise: bool = False
 
     def extract(self, manifest: pd.DataFrame) -> Features:
         """Return tensors whose first dimension indexes the manifest's rows."""
@@ -37,6 +42,17 @@ class Featurizer:
 
     def fit(self, manifest: pd.DataFrame, features: Features | None) -> None:
         """Learn state from the training samples (and their extracted features)."""
+
+    def fit_chunks(self, manifest: pd.DataFrame, chunks: Iterable[Features]) -> None:
+        """:meth:`fit` on the training features given in chunks of rows, in manifest order.
+
+        Used when the features are read from disk (emoexp.features.store). This default joins the
+        chunks and calls :meth:`fit`; a featurizer whose state accumulates over rows overrides it
+        to keep memory bounded, with the same result.
+        """
+        parts = list(chunks)
+        joined = {k: torch.cat([part[k] for part in parts]) for k in parts[0]} if parts else None
+        self.fit(manifest, joined)
 
     def finalize(self, features: Features) -> Features:
         """Apply the learnt state; returns the model inputs."""
@@ -59,5 +75,8 @@ class Featurizer:
 
 
 def take(features: Features, index: Any) -> Features:
-    """Select rows of every tensor in a features dict."""
+    """Select rows of every tensor in a features dict (or of features read on demand, which say how)."""
+    rows_of = getattr(features, "take", None)  # emoexp.features.store.MappedFeatures: one read per row
+    if rows_of is not None:
+        return rows_of(index)
     return {k: v[index] for k, v in features.items()}

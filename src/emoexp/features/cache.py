@@ -4,6 +4,9 @@ Extraction (decoding audio, computing spectrograms, tokenising) runs once per
 (corpus content, extractor, parameters); the key folds in the content of every input
 file (size and modification time) so that a changed file or parameter invalidates it.
 Tensors are stored as safetensors: safe to load (no unpickling) and memory-mapped.
+One file per key, whichever way it is written: whole, by :func:`cached_features`, or in chunks by
+several processes, by :func:`cached_feature_file` (emoexp.features.store, for corpora whose
+features are large), so either reads what the other wrote.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from emoexp.data import schema
+from emoexp.features.store import FeatureFile
 
 CACHE_VERSION = 1
 
@@ -69,17 +73,62 @@ def cached_features(
     """
     if not enabled:
         return compute(), False
-    path = Path(cache_dir or default_cache_dir()) / "features" / f"{key}.safetensors"
+    path = feature_path(key, cache_dir)
     if path.exists():
         try:
             return load_file(path), True
         except Exception:
             path.unlink(missing_ok=True)
     tensors = compute()
+    _write_atomically(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp))
+    return tensors, False
+
+
+def cached_feature_file(
+    key: str,
+    write: Callable[[Path], None],
+    cache_dir: str | Path | None = None,
+    enabled: bool = True,
+) -> tuple[FeatureFile, bool]:
+    """The feature file stored under ``key``, or write it and store it; its rows are read on demand.
+
+    Args:
+        key: Content key from :func:`content_key`.
+        write: Writes the features to the path it is given (a safetensors file).
+        cache_dir: Cache root (default :func:`default_cache_dir`).
+        enabled: If false, always write, to a temporary file that is removed when the returned
+            file is collected.
+
+    Returns:
+        The file and whether it came from the cache.
+    """
+    if not enabled:
+        fd, tmp = tempfile.mkstemp(prefix="emoexp-features-", suffix=".safetensors")
+        os.close(fd)
+        write(Path(tmp))
+        return FeatureFile(tmp, temporary=True), False
+    path = feature_path(key, cache_dir)
+    if path.exists():
+        try:
+            return FeatureFile(path), True
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+    _write_atomically(path, write)
+    return FeatureFile(path), False
+
+
+def feature_path(key: str, cache_dir: str | Path | None = None) -> Path:
+    """Where the features of ``key`` are stored."""
+    return Path(cache_dir or default_cache_dir()) / "features" / f"{key}.safetensors"
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename: concurrent workers never read a half-written file.
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
-    os.replace(tmp, path)
-    return tensors, False
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

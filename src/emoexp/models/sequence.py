@@ -96,7 +96,8 @@ class AttentionPooling(nn.Module):
 
     def forward(self, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``[B, T, H]`` steps and ``[B, T, 1]`` validity to ``[B, H]``."""
-        scores = self.score(seq).masked_fill(~mask, torch.finfo(seq.dtype).min)
+        scores = self.score(seq)  # under autocast: bf16/fp16, whatever ``seq`` is
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         return (torch.softmax(scores, dim=1) * seq).sum(dim=1)
 
 

@@ -20,9 +20,9 @@ import mlflow
 import pandas as pd
 
 from emoexp.serving.bundle import save_bundle, scheme_state
+from emoexp.serving.logged import BUNDLE_KEY, MODEL_NAME, download_logged_model
 
-MODEL_NAME = "model"
-BUNDLE_KEY = "emoexp_model"
+__all__ = ["BUNDLE_KEY", "MODEL_NAME", "EmotionModel", "download_logged_model", "log_model", "signature"]
 
 
 class EmotionModel(mlflow.pyfunc.PythonModel):
@@ -137,33 +137,6 @@ def log_model(tracking_uri: str, run_id: str, cfg: Any, scheme: Any, featurizer:
                 signature=signature(_columns(folder), scheme),
                 pip_requirements=_requirements(),
             )
-
-
-def download_logged_model(client: Any, run_id: str) -> Path:
-    """Download the run's logged MLflow model (named :data:`MODEL_NAME`) and return its local folder.
-
-    The model is found through ``client``'s store: ``runs:/`` URIs would resolve logged models
-    through the process-wide tracking URI, which need not be this store.
-
-    Raises:
-        mlflow.exceptions.MlflowException: If the run logged no such model (or it cannot be read).
-        OSError: If the download fails.
-    """
-    from mlflow.exceptions import MlflowException
-
-    experiment_id = client.get_run(run_id).info.experiment_id
-    models = [
-        m
-        for m in client.search_logged_models([experiment_id], filter_string=f"name = '{MODEL_NAME}'")
-        if m.source_run_id == run_id
-    ]
-    if not models:
-        raise MlflowException(f"run {run_id} has no logged model named {MODEL_NAME!r}")
-    return Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=models[-1].artifact_location, tracking_uri=client.tracking_uri
-        )
-    )
 
 
 def _columns(folder: Path) -> list[str]:

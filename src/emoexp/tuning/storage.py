@@ -1,11 +1,11 @@
 """Opening the study's storage: a local SQLite/journal file or a PostgreSQL/MySQL server.
 
-Every worker of a study opens the same storage URL. RDB storages (SQLite, PostgreSQL, MySQL)
-use Optuna's heartbeat: a worker's RUNNING trial that stops beating for ``grace_period`` seconds
-is failed and, through ``RetryHeartbeatStaleTrialCallback``, queued again with the same
-parameters. Optuna's journal storage has no heartbeat; :mod:`emoexp.tuning.liveness` gives it
-the same behaviour. :func:`study_lock` makes a step that reads and then writes the study (setup,
-claiming the final run) atomic on every storage.
+Every worker of a study opens the same storage URL. Database servers (PostgreSQL, MySQL) use
+Optuna's heartbeat, stamped and judged by the server's clock: a worker's RUNNING trial that stops
+beating for ``grace_period`` seconds is failed and, through ``RetryHeartbeatStaleTrialCallback``,
+queued again with the same parameters. SQLite and journal files beat by file (their file server's
+clock, :mod:`emoexp.tuning.liveness`), with the same behaviour. :func:`study_lock` makes a step
+that reads and then writes the study (setup, claiming the final run) atomic on every storage.
 """
 
 from __future__ import annotations
@@ -185,10 +185,13 @@ def open_storage(
         except OSError as error:
             raise StorageError(f"journal storage {path} cannot be opened: {error}.") from error
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    native_heartbeat: int | None = heartbeat_interval
     if url.startswith("sqlite"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # Several worker processes write to one SQLite file: wait for the lock rather than fail.
         engine_kwargs = {"connect_args": {"timeout": 120}}
+        # SQLite's CURRENT_TIMESTAMP is each writer's own wall clock: beat by file instead.
+        native_heartbeat = None
     else:
         engine_kwargs["connect_args"] = {
             "connect_timeout": int(os.environ.get("EMOEXP_DB_CONNECT_TIMEOUT", "10"))
@@ -197,11 +200,13 @@ def open_storage(
         return optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
+            heartbeat_interval=native_heartbeat,
+            grace_period=grace_period if native_heartbeat else None,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                 max_retry=max_retry
-            ),
+            )
+            if native_heartbeat
+            else None,
         )
     except ModuleNotFoundError as error:
         package = DRIVERS.get(error.name or "", error.name)

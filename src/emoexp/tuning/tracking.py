@@ -130,6 +130,22 @@ def record_trial(
     return run_id
 
 
+def move_trial_run(recorder: Any, experiment_id: str, parent_id: str, old: int, new: int) -> str | None:
+    """Make the run trained for trial ``old`` trial ``new``'s: a late worker adopted ``old``'s retry.
+
+    The run is tagged ``optuna.trial=<new>`` and ``optuna.retry_of=<old>``; the error tag and FAILED
+    status that the worker which declared ``old`` stale may have written are undone.
+    """
+    run_id = find_trial_run(recorder.client, experiment_id, parent_id, old)
+    if run_id is None:
+        return None
+    recorder.set_tags(run_id, {TRIAL_TAG: str(new), "optuna.retry_of": str(old)})
+    with contextlib.suppress(Exception):  # no error tag: nothing to undo
+        recorder.delete_tag(run_id, ERROR_TAG)
+    recorder.end(run_id, "FINISHED")
+    return run_id
+
+
 def log_progress(recorder: Any, parent_id: str, study: Any, frozen: Any) -> None:
     """Per-trial metrics on the parent run (step = trial number) to watch a study in the MLflow UI."""
     metrics = {"trials/finished": float(len(_finished(study)))}

@@ -8,7 +8,9 @@ One study, three steps, any number of workers in between:
 * **worker** claims queued trials one at a time until none is left: it composes the trial's
   config from the search space, trains it with ``evaluate_test=false`` (validation only), reports
   each epoch to the pruner, and tells Optuna COMPLETE, PRUNED or FAIL. A trial that raises is
-  FAIL and the worker goes on; a trial whose worker died is failed and queued again.
+  FAIL and the worker goes on; a trial whose worker died is failed and queued again; a trial
+  whose worker was pre-empted (SIGTERM/SIGINT) goes back to the queue and is resumed in the same
+  MLflow run; a worker takes no trial while the tracking store does not answer.
 * **finalize** logs the best value(s) and parameters, the Pareto front and Optuna's plots to the
   parent run, then claims the final run in the storage and trains the best trial's recorded
   configuration once more, evaluated on test (test lock): exactly one final run per best trial.
@@ -50,6 +52,12 @@ ROLES = ("all", "setup", "worker", "finalize")
 FINAL_ATTR = "emoexp:final_run"
 FINAL_CLAIM_ATTR = "emoexp:final_claim"
 SETTINGS_ATTR = "emoexp:objectives"
+COMMAND_ATTR = "command"
+"""Trial user attribute: the command-line overrides (all but volatile keys) the trial was composed from."""
+RESUME_ATTR = "emoexp:resume"
+"""Trial system attribute of an interrupted trial back in the queue: ``{"trial", "run_id"}`` to resume."""
+TRACKING_RETRIES_ATTR = "emoexp:tracking_retries"
+MAX_TRACKING_RETRIES = 3
 
 
 @dataclass
@@ -222,18 +230,28 @@ class Tuner:
                 "the grid sampler is for `train.py -m`; emoexp.tune takes tpe, random, cmaes, nsgaii."
             )
         # Each worker (and each restart) samples from its own stream: equal seeds in two workers
-        # would propose the same parameters twice.
+        # would propose the same parameters twice. A restarted worker (same worker_id) sees more
+        # started trials than its previous start (the trials are all queued up front, so the
+        # study's size alone would give it the same stream, and its killed trial's retry the same
+        # parameters as its next trial).
         if node.get("seed") is not None:
-            try:
-                study_id = study_storage.get_study_id_from_name(self.settings.study_name)
-                known = len(study_storage.get_all_trials(study_id, deepcopy=False))
-            except KeyError:
-                known = 0
+            known = self._started_trials(study_storage)
             seed_parts = [int(node["seed"]), int(self.tuner.get("worker_id", 0)), known]
             node["seed"] = int(np.random.SeedSequence(seed_parts).generate_state(1)[0])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # hydra-optuna-sweeper's sampler defaults
             return hydra.utils.instantiate(node)
+
+    def _started_trials(self, study_storage: Any) -> int:
+        """How many of the study's trials have started (claimed, or with parameters); 0 if new."""
+        from optuna.trial import TrialState
+
+        try:
+            study_id = study_storage.get_study_id_from_name(self.settings.study_name)
+        except KeyError:
+            return 0
+        trials = study_storage.get_all_trials(study_id, deepcopy=False)
+        return sum(1 for t in trials if t.params or t.state != TrialState.WAITING)
 
     def _pruner(self) -> Any:
         import hydra
@@ -391,12 +409,27 @@ class Tuner:
         return study, parent_id
 
     # -------------------------------------------------------------------------------------- trials
-    def compose_trial(self, trial_overrides: Sequence[str]) -> DictConfig:
-        """Compose the config of one trial: the command line plus the trial's parameters."""
+    def compose_trial(
+        self, trial_overrides: Sequence[str], command: Sequence[str] | None = None
+    ) -> DictConfig:
+        """Compose the config of one trial: a command line (this one by default) plus its parameters."""
+        command = self.overrides if command is None else command
         with _hydra_initialized():
             from hydra import compose
 
-            return compose(config_name="tune", overrides=[*self.overrides, *trial_overrides])
+            return compose(config_name="tune", overrides=[*command, *trial_overrides])
+
+    def _training_overrides(self) -> list[str]:
+        """This command line's overrides that decide what a trial trains (all but volatile keys)."""
+        from emoexp.engine.resume import is_volatile
+
+        return [o for o in self.overrides if not is_volatile(_override_key(o))]
+
+    def _volatile_overrides(self) -> list[str]:
+        """This command line's overrides of where things go and how fast they run (paths, URIs, threads)."""
+        from emoexp.engine.resume import is_volatile
+
+        return [o for o in self.overrides if is_volatile(_override_key(o))]
 
     def _threads(self) -> int:
         value = self.tuner.get("threads_per_worker") or os.environ.get("OMP_NUM_THREADS")
@@ -406,9 +439,16 @@ class Tuner:
         workers = int(self.tuner.n_workers) if self.tuner.role == "all" else 1
         return max(1, cores // max(1, workers))
 
-    def _prepare_trial_config(self, trial_cfg: DictConfig, number: int, parent_id: str, prune: bool) -> None:
-        name = self.settings.study_name
+    def _prepare_trial_config(self, trial_cfg: DictConfig, trial: Any, parent_id: str) -> None:
+        name, number = self.settings.study_name, trial.number
+        resume = _system_attrs(trial).get(RESUME_ATTR) or {}
         with open_dict(trial_cfg):
+            if resume.get("trial") == number and resume.get("run_id"):
+                # An interrupted trial: the same MLflow run, from its last.ckpt. Forced, because only
+                # the tuner's own settings may differ (the fixed settings and parameters are checked).
+                trial_cfg.resume = str(resume["run_id"])
+                trial_cfg.resume_force = True
+                log.info("trial %d resumes its interrupted MLflow run %s", number, resume["run_id"])
             trial_cfg.evaluate_test = False  # test lock: trials never read the test split
             trial_cfg.run_name = f"{name}-trial-{number}"
             trial_cfg.paths.output_dir = str(self.output_dir / "trials" / str(number))
@@ -444,48 +484,101 @@ class Tuner:
         return values
 
     def run_trial(self, study: Any, trial: Any, parent_id: str, recorder: Any, experiment_id: str) -> Any:
-        """Run one claimed trial to COMPLETE, PRUNED or FAIL; never raise for a failed trial."""
+        """Run one claimed trial to COMPLETE, PRUNED or FAIL; never raise for a failed trial.
+
+        An interrupted trial (SIGTERM, SIGINT: :class:`~emoexp.interruption.TrainingInterrupted`)
+        goes back to the queue with its MLflow run and output folder, for the next worker to resume
+        (same trial, same run, from ``last.ckpt``), and the interruption is raised again. A trial
+        whose tracking store did not answer when its run was to be created goes back to the queue
+        too (at most :data:`MAX_TRACKING_RETRIES` times); it returns ``None`` then.
+        """
         import optuna
         from optuna.trial import TrialState
 
+        from emoexp.engine.recorder import TrackingStoreError
+        from emoexp.interruption import TrainingInterrupted
+
+        trial_overrides = _retrying("starting the trial", lambda: self._begin_trial(trial))
+        owner = liveness.Ownership(study, trial)
+        values, state, reason, keep = None, TrialState.COMPLETE, "", False
+        trial_cfg = None
+        try:
+            with liveness.heartbeat(study, trial, float(self.tuner.heartbeat_interval), owner):
+                trial_cfg = self.compose_trial(trial_overrides)
+                self._prepare_trial_config(trial_cfg, trial, parent_id)
+                values = self._train_trial(owner, trial_cfg, recorder, experiment_id, parent_id)
+        except optuna.TrialPruned as pruned:
+            state, reason = TrialState.PRUNED, str(pruned)
+        except (KeyboardInterrupt, TrainingInterrupted):
+            keep = True
+            self._release_interrupted(study, owner, recorder, experiment_id, parent_id)
+            raise
+        except TrackingStoreError as error:
+            if self._release_unrecorded(study, owner, error):
+                return None
+            state, reason = TrialState.FAIL, self._failed(trial, error)
+        except Exception as error:
+            state, reason = TrialState.FAIL, self._failed(trial, error)
+        finally:
+            if trial_cfg is not None and not keep and not self.tuner.keep_trial_outputs:
+                shutil.rmtree(trial_cfg.paths.output_dir, ignore_errors=True)
+        return self._tell(study, owner, values, state, reason, (recorder, experiment_id, parent_id))
+
+    def _train_trial(
+        self, owner: Any, trial_cfg: DictConfig, recorder: Any, experiment_id: str, parent_id: str
+    ) -> list[float]:
+        """Train the trial's config, reporting epochs to the pruner; its objective values."""
         from emoexp.engine.run import train_run as train
         from emoexp.tuning.pruning import active_trial
 
-        trial_overrides = self._begin_trial(trial)
+        trial = owner.trial
         prune = len(self.settings.objectives) == 1
-        values, state, reason = None, TrialState.COMPLETE, ""
-        trial_cfg = None
-        try:
-            with liveness.heartbeat(study, trial, float(self.tuner.heartbeat_interval)):
-                trial_cfg = self.compose_trial(trial_overrides)
-                self._prepare_trial_config(trial_cfg, trial.number, parent_id, prune)
-                with active_trial(trial, int(trial_cfg.trainer.max_epochs), prune=prune) as progress:
-                    try:
-                        metrics = train(trial_cfg)
-                    finally:
-                        trial.set_user_attr("epochs", progress.epochs)
-                run_id = tracking.find_trial_run(recorder.client, experiment_id, parent_id, trial.number)
-                values = self._objective_values(metrics, recorder.client, run_id)
-        except optuna.TrialPruned as pruned:
-            state, reason = TrialState.PRUNED, str(pruned)
-        except KeyboardInterrupt:
-            self._requeue_interrupted(study, trial, parent_id, recorder, experiment_id)
-            raise
-        except Exception as error:
-            state, reason = TrialState.FAIL, f"{type(error).__name__}: {error}"
-            trial.set_user_attr("error", self._attribute(reason[:2000]))
-            log.warning("trial %d failed (the study goes on):\n%s", trial.number, traceback.format_exc())
-            _free_accelerator_memory()
-        finally:
-            if trial_cfg is not None and not self.tuner.keep_trial_outputs:
-                shutil.rmtree(trial_cfg.paths.output_dir, ignore_errors=True)
-        frozen = study.tell(trial, values=values, state=state, skip_if_finished=True)
-        run_name = f"{study.study_name}-trial-{trial.number}"
-        tracking.record_trial(recorder, experiment_id, parent_id, frozen, run_name, reason)
-        tracking.log_progress(recorder, parent_id, study, frozen)
-        log.info(
-            "trial %d %s %s", trial.number, frozen.state.name, frozen.values if frozen.values else reason
+        with active_trial(trial, int(trial_cfg.trainer.max_epochs), prune=prune) as progress:
+            try:
+                metrics = train(trial_cfg)
+            finally:
+                _record_epochs(owner, progress.epochs)
+        run_id = tracking.find_trial_run(recorder.client, experiment_id, parent_id, owner.claimed)
+        return self._objective_values(metrics, recorder.client, run_id)
+
+    def _failed(self, trial: Any, error: BaseException) -> str:
+        """Record a failed trial's error (on the trial, in the log); the reason."""
+        reason = f"{type(error).__name__}: {error}"
+        trial.set_user_attr("error", self._attribute(reason[:2000]))
+        log.warning("trial %d failed (the study goes on):\n%s", trial.number, traceback.format_exc())
+        _free_accelerator_memory()
+        return reason
+
+    def _tell(
+        self, study: Any, owner: Any, values: Any, state: Any, reason: str, mlflow: tuple[Any, str, str]
+    ) -> Any:
+        """Tell the trial's result to the trial this worker still owns, and record it in MLflow.
+
+        A trial declared stale while it was finishing here (late heartbeats) gives its result to its
+        queued retry, which this worker adopted (:class:`liveness.Ownership`); when the retry already
+        runs elsewhere, the result is not counted (the retry's is) and the stale trial stays FAIL.
+        """
+        recorder, experiment_id, parent_id = mlflow
+        name = f"{study.study_name}-trial-{{}}"
+        if not _retrying("checking the trial", owner.check):
+            frozen = study.get_trials(deepcopy=False)[owner.claimed]
+            why = "declared stale (late heartbeats) while finishing; its retry ran in another worker"
+            tracking.record_trial(recorder, experiment_id, parent_id, frozen, name.format(frozen.number), why)
+            return frozen
+        number = owner.trial.number
+        if number != owner.claimed:
+            tracking.move_trial_run(recorder, experiment_id, parent_id, owner.claimed, number)
+        frozen = _retrying(
+            "telling the trial's result",
+            lambda: study.tell(owner.trial, values=values, state=state, skip_if_finished=True),
         )
+        tracking.record_trial(recorder, experiment_id, parent_id, frozen, name.format(number), reason)
+        if number != owner.claimed:
+            stale = study.get_trials(deepcopy=False)[owner.claimed]
+            why = f"declared stale (late heartbeats); its worker finished it as trial {number}"
+            tracking.record_trial(recorder, experiment_id, parent_id, stale, name.format(stale.number), why)
+        tracking.log_progress(recorder, parent_id, study, frozen)
+        log.info("trial %d %s %s", number, frozen.state.name, frozen.values if frozen.values else reason)
         return frozen
 
     def _begin_trial(self, trial: Any) -> list[str]:
@@ -495,29 +588,58 @@ class Tuner:
         params = suggest(trial, self.settings.space)
         trial_overrides = to_overrides(params, self.settings.space.fixed)
         trial.set_user_attr("overrides", self._attribute(trial_overrides))
+        trial.set_user_attr(COMMAND_ATTR, self._attribute(self._training_overrides()))
         trial.set_user_attr(
             "worker", f"{socket.gethostname()}:{os.getpid()} (worker {self.tuner.get('worker_id', 0)})"
         )
         log.info("trial %d: %s", trial.number, " ".join(trial_overrides))
         return trial_overrides
 
-    def _requeue_interrupted(
-        self, study: Any, trial: Any, parent_id: str, recorder: Any, experiment_id: str
+    def _release_interrupted(
+        self, study: Any, owner: Any, recorder: Any, experiment_id: str, parent_id: str
     ) -> None:
-        """Interrupted, not failed: queue the same parameters again so a resumed study reruns it."""
-        from optuna.trial import TrialState
+        """Interrupted, not failed: the trial goes back to the queue, to be resumed where it stopped.
 
-        trial.set_user_attr("error", "interrupted")
-        frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        self._retry()(study, frozen)
-        tracking.record_trial(
-            recorder,
-            experiment_id,
-            parent_id,
-            frozen,
-            f"{study.study_name}-trial-{trial.number}",
-            "interrupted",
+        Its MLflow run (KILLED, ``interrupted=true``) and output folder (``last.ckpt``) are kept;
+        the worker that claims it next continues the same run (:meth:`_prepare_trial_config`).
+        """
+        trial = owner.trial
+        try:
+            run_id = tracking.find_trial_run(recorder.client, experiment_id, parent_id, owner.claimed)
+        except Exception as error:  # the store is gone too: the trial restarts in a new run
+            log.warning("trial %d: its MLflow run cannot be found (%s)", trial.number, error)
+            run_id = None
+        study._storage.set_trial_system_attr(
+            trial._trial_id, RESUME_ATTR, {"trial": trial.number, "run_id": run_id}
         )
+        if liveness.release(study, trial):
+            log.warning(
+                "trial %d interrupted: back in the queue, to be resumed by the next worker (MLflow run %s)",
+                trial.number,
+                run_id,
+            )
+
+    def _release_unrecorded(self, study: Any, owner: Any, error: BaseException) -> bool:
+        """Put a trial whose tracking store did not answer back in the queue; whether it was.
+
+        Its run was never created, so the trial has not started: it must not count as a failure.
+        After :data:`MAX_TRACKING_RETRIES` such returns it fails like any trial.
+        """
+        trial = owner.trial
+        retries = int(_system_attrs(trial).get(TRACKING_RETRIES_ATTR, 0)) + 1
+        if retries > MAX_TRACKING_RETRIES:
+            return False
+        study._storage.set_trial_system_attr(trial._trial_id, TRACKING_RETRIES_ATTR, retries)
+        released = liveness.release(study, trial)
+        if released:
+            log.warning(
+                "trial %d: the tracking store did not answer (%s); the trial is back in the queue (%d/%d)",
+                trial.number,
+                str(error).splitlines()[0],
+                retries,
+                MAX_TRACKING_RETRIES,
+            )
+        return released
 
     def _record_stale(
         self, recorder: Any, experiment_id: str, parent_id: str, study: Any, number: int
@@ -532,9 +654,20 @@ class Tuner:
         )
 
     def work(self) -> int:
-        """Claim and run queued trials until none is left; return how many this worker ran."""
+        """Claim and run queued trials until none is left; return how many this worker ran.
+
+        SIGTERM/SIGINT anywhere in the worker raise :class:`~emoexp.interruption.TrainingInterrupted`
+        (SIGINT as ``KeyboardInterrupt``): a running trial goes back to the queue to be resumed.
+        """
+        from emoexp.interruption import stop_on_signals
+
+        with stop_on_signals():
+            return self._work()
+
+    def _work(self) -> int:
         from optuna.trial import TrialState
 
+        self.wait_for_tracking()
         study = self.load_study(self.open_storage(), create=False)
         parent_id = study.user_attrs.get(tracking.PARENT_ATTR)
         if parent_id is None:
@@ -547,9 +680,8 @@ class Tuner:
         lock = storage.claim_lock(self.settings.storage_url)
         ran = 0
         while True:
-            with lock:
-                stale = liveness.fail_stale_trials(study, float(self.tuner.grace_period), retry)
-                trial = liveness.claim(study)
+            self.wait_for_tracking()  # a trial taken while the store is down would be lost
+            stale, trial = _retrying("claiming a trial", lambda: self._claim(study, retry, lock))
             for number in stale:
                 self._record_stale(recorder, experiment_id, parent_id, study, number)
             if trial is None:
@@ -559,10 +691,46 @@ class Tuner:
                     time.sleep(min(5.0, float(self.tuner.heartbeat_interval)))  # others' trials may die
                     continue
                 break
-            self.run_trial(study, trial, parent_id, recorder, experiment_id)
-            ran += 1
+            ran += self.run_trial(study, trial, parent_id, recorder, experiment_id) is not None
         log.info("worker %s: ran %d trial(s); no queued trial left", self.tuner.get("worker_id", 0), ran)
         return ran
+
+    def _claim(self, study: Any, retry: Any, lock: Any) -> tuple[list[int], Any]:
+        """Fail the stale trials, then claim a queued one: ``(stale numbers, trial or None)``."""
+        with lock:
+            stale = liveness.fail_stale_trials(study, float(self.tuner.grace_period), retry)
+            return stale, liveness.claim(study)
+
+    def wait_for_tracking(self) -> None:
+        """Wait until the tracking store answers, at most ``tuner.tracking_wait_s`` seconds (logged).
+
+        Raises:
+            TrackingStoreError: The store did not answer in time; no trial was taken, the queued
+                trials wait for a worker that can record them.
+        """
+        from emoexp.engine.recorder import Recorder, TrackingStoreError
+        from emoexp.tracking import store
+
+        uri = store.resolve_tracking_uri(self.cfg.tracking.uri)
+        limit = float(self.tuner.get("tracking_wait_s", 600))
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                Recorder.connect(uri, timeout_s=max(3.0, min(15.0, deadline - time.monotonic())))
+                return
+            except TrackingStoreError as error:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TrackingStoreError(
+                        f"{error} The worker waited {limit:.0f} s (tuner.tracking_wait_s) and took no "
+                        "trial: the queued trials wait for a worker that can record them."
+                    ) from None
+                log.warning(
+                    "the tracking store %s does not answer: waiting up to %.0f s more before taking a "
+                    "trial (tuner.tracking_wait_s)",
+                    uri,
+                    left,
+                )
 
     # -------------------------------------------------------------------------------------- final
     def finalize(self) -> dict[str, Any]:
@@ -623,9 +791,21 @@ class Tuner:
         return record | {"metrics": metrics}
 
     def _final_config(self, study: Any, number: int, parent_id: str) -> DictConfig:
-        """Trial ``number``'s recorded overrides composed again, refused if its fixed settings moved."""
+        """Trial ``number``'s stored configuration, refused if its fixed settings moved.
+
+        Composed from what the study stored for the trial: the command-line overrides it was
+        composed from and its parameters' overrides, on the study's recorded fixed settings
+        (checked). Only volatile keys (paths, tracking URI, threads) come from this command line.
+        """
         trial = study.get_trials(deepcopy=False)[number]
-        trial_cfg = self.compose_trial(list(trial.user_attrs.get("overrides") or to_overrides(trial.params)))
+        recorded = trial.user_attrs.get(COMMAND_ATTR)
+        # The trial's own command line (where and how fast may come from this one), not this one's.
+        # Under tracking.privacy=pseudonymise the stored one holds path pseudonyms, not paths: this
+        # command line is used, and the fixed-settings check below still refuses any other setting.
+        stored = recorded is not None and self.privacy is None
+        command = [*recorded, *self._volatile_overrides()] if stored else self.overrides
+        trial_overrides = list(trial.user_attrs.get("overrides") or to_overrides(trial.params))
+        trial_cfg = self.compose_trial(trial_overrides, command)
         fixed.check(study.user_attrs.get(fixed.FIXED_ATTR), self.fixed_settings(trial_cfg), study.study_name)
         with open_dict(trial_cfg):
             trial_cfg.evaluate_test = True
@@ -657,7 +837,8 @@ class Tuner:
                     done.get("run_id"),
                 )
                 return done, False
-            if claim and liveness.claim_alive(claim, float(self.tuner.grace_period)):
+            now = liveness.storage_clock(study._storage).now()
+            if claim and liveness.claim_alive(claim, float(self.tuner.grace_period), now):
                 log.info(
                     "the final run (trial %s) is claimed by %s, which is alive: not run here",
                     claim.get("trial"),
@@ -680,7 +861,7 @@ class Tuner:
                 "trial": number,
                 "owner": f"{socket.gethostname()}:{os.getpid()} (worker {self.tuner.get('worker_id', 0)})",
                 "token": uuid.uuid4().hex,
-                "heartbeat": time.time(),
+                "heartbeat": now,  # the storage's clock, never this host's
                 "count": int((done or {}).get("count", 0)) + 1,
             }
             study.set_user_attr(FINAL_CLAIM_ATTR, mine)
@@ -691,7 +872,8 @@ class Tuner:
         with storage.study_lock(self.settings.storage_url, study.study_name):
             claim = study.user_attrs.get(FINAL_CLAIM_ATTR)
             if claim and claim.get("token") == token:
-                study.set_user_attr(FINAL_CLAIM_ATTR, claim | {"heartbeat": time.time()})
+                now = liveness.storage_clock(study._storage).now()
+                study.set_user_attr(FINAL_CLAIM_ATTR, claim | {"heartbeat": now})
 
     def _settle_final(
         self, study: Any, claim: dict[str, Any], record: dict[str, Any] | None
@@ -746,7 +928,7 @@ class Tuner:
             codes = [p.wait() for p in processes]
         except KeyboardInterrupt:
             for p in processes:
-                p.send_signal(signal.SIGINT)  # each worker queues its interrupted trial again
+                p.send_signal(signal.SIGINT)  # each worker puts its interrupted trial back in the queue
             codes = [p.wait() for p in processes]
             raise
         for k, code in enumerate(codes):
@@ -782,6 +964,38 @@ class Tuner:
         if role in ("all", "finalize"):
             return self.finalize()
         return None
+
+
+def _retrying(what: str, call: Any, attempts: int = 4) -> Any:
+    """``call()``, again after a storage connection error (a database restart, a cut connection).
+
+    Each retry is logged; the last error is raised. Optuna's storages reconnect on the next call.
+    """
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(1, attempts):
+        try:
+            return call()
+        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.DBAPIError) as error:
+            log.warning(
+                "%s failed (%s); retrying (%d/%d)", what, str(error).splitlines()[0], attempt, attempts - 1
+            )
+            time.sleep(float(attempt))
+    return call()
+
+
+def _record_epochs(owner: Any, epochs: int) -> None:
+    """Record the trial's epochs; never let that bookkeeping replace the trial's own outcome."""
+    try:
+        _retrying("recording the trial's epochs", lambda: owner.trial.set_user_attr("epochs", epochs))
+    except Exception as error:  # e.g. the trial was declared stale meanwhile: told in _tell
+        log.warning("trial %d: its epochs were not recorded (%s)", owner.trial.number, error)
+
+
+def _system_attrs(trial: Any) -> dict[str, Any]:
+    """A running trial's system attributes, as stored now."""
+    return trial.study._storage.get_trial(trial._trial_id).system_attrs
 
 
 def _free_accelerator_memory() -> None:

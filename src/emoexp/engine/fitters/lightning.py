@@ -15,6 +15,7 @@ from emoexp.data.datamodule import EmotionDataModule
 from emoexp.data.splits import TEST, VAL
 from emoexp.engine.fitters.base import FoldContext
 from emoexp.engine.lightning_logger import RecorderLogger
+from emoexp.features.store import FeatureStorage
 from emoexp.interruption import LAST_CHECKPOINT
 from emoexp.tasks import transfer
 from emoexp.tasks.emotion import EmotionTask
@@ -54,6 +55,11 @@ def _datamodule(ctx: FoldContext, featurizer: Any) -> EmotionDataModule:
         use_cache=node.use_cache,
         persistent_workers=node.get("persistent_workers", True),
         augmentation=augmentation,
+        storage=FeatureStorage(
+            node.get("storage", "auto"),
+            node.get("extract_workers", "auto"),
+            node.get("max_in_memory_mb", 2048),
+        ),
     )
     datamodule.setup()
     ctx.recorder.set_tags(ctx.run_id, {"feature_cache": "hit" if datamodule.cache_hit else "miss"})
