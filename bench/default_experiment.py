@@ -85,13 +85,10 @@ def part_time(args: argparse.Namespace) -> None:
 
 def t_interval(values: np.ndarray) -> tuple[float, float, float]:
     """Mean and 95% t-interval of ``values`` (seeds are the unit of replication)."""
-    from scipy import stats
+    from emoexp.evaluation.statistics import mean_std_ci
 
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-    return mean, mean - half, mean + half
+    summary = mean_std_ci(values, method="t")
+    return summary["mean"], summary["ci_low"], summary["ci_high"]
 
 
 def part_quality(args: argparse.Namespace) -> None:
