@@ -7,15 +7,20 @@ repeats (the order alternates too), on the same data, split, model, optimiser an
   leakage guard, an MLflow run (SQLite store), validation each epoch, best and last checkpoints,
   metrics, the checkpoint and the served model as artifacts, test evaluation, predictions, reports.
 * **plain**: a hand-written loop (``--plain``) that trains the same network for the same epochs
-  with gradient clipping, validates each epoch (loss and UAR), saves the best weights with
-  ``torch.save``, then evaluates the best weights on the test split and writes the predictions.
+  with gradient clipping and the run's training-time augmentation (``augment=auto``: SpecAugment
+  for the default model, drawn as train.py draws it), validates each epoch (loss and UAR), saves
+  the best weights with ``torch.save``, then evaluates the best weights on the test split and
+  writes the predictions.
 
 Prints each process's wall time, the ratio plain / emoexp of every repeat (a throughput ratio:
 emoexp's share of the plain loop's speed), their median and minimum (target >= 0.90), and the
-median extra time of ``train.py`` (its fixed cost at this size: imports of Lightning and MLflow,
-checks, the run record, reports and model logging).
+median extra time of ``train.py`` (its fixed cost at this size: importing MLflow, the leakage
+guard and checks, the run record, reports and model logging; the plain loop imports Lightning too,
+through emoexp's datamodule).
 
     python bench/whole_run.py [--epochs 3] [--max-samples 0] [--repeats 3]
+    # as long as the default experiment runs, the same epochs in both (no early stopping):
+    python bench/whole_run.py --epochs 24 --repeats 2 --override callbacks.early_stopping=null
 """
 
 from __future__ import annotations
@@ -63,12 +68,18 @@ def compose(overrides_: list[str]) -> Any:
 
 
 def plain_data(cfg: Any) -> tuple[Any, Any, Any]:
-    """The scheme, featurizer and set-up datamodule of the run's first fold, as train.py builds them."""
+    """The scheme, featurizer and set-up datamodule of the run's first fold, as train.py builds them.
+
+    The datamodule carries the run's training-time augmentation (``augment=auto``: SpecAugment for
+    the default model), which :func:`train_epoch` applies to training batches as train.py does.
+    """
     from emoexp.config import instantiate
     from emoexp.data.datamodule import EmotionDataModule
     from emoexp.engine.preflight import make_folds
     from emoexp.engine.samples import prepare_samples
+    from emoexp.features.augment import build_augmentation, resolve_augmentation
 
+    resolve_augmentation(cfg)
     scheme = instantiate(cfg.label_scheme)
     manifest = prepare_samples(cfg, scheme)
     fold = make_folds(cfg, scheme, manifest)[0]
@@ -80,6 +91,7 @@ def plain_data(cfg: Any) -> tuple[Any, Any, Any]:
         scheme.targets(manifest),
         batch_size=cfg.datamodule.batch_size,
         cache_dir=cfg.paths.cache_dir,
+        augmentation=build_augmentation(cfg.get("augment")),
     )
     datamodule.setup()
     return scheme, featurizer, datamodule
@@ -109,13 +121,15 @@ def evaluate(net: Any, loader: Any) -> tuple[float, float, Any]:
     return float(F.cross_entropy(logits, targets)), uar(logits, targets), logits
 
 
-def train_epoch(net: Any, optimizer: Any, loader: Any, clip: float) -> None:
-    """One epoch of training with gradient clipping."""
+def train_epoch(net: Any, optimizer: Any, datamodule: Any, clip: float, epoch: int) -> None:
+    """One epoch of training with gradient clipping, training batches augmented as train.py's are."""
     import torch
     import torch.nn.functional as F  # noqa: N812
 
     net.train()
-    for batch in loader:
+    for batch in datamodule.train_dataloader():
+        if datamodule.augmentation is not None:
+            batch = datamodule.augmentation.augment_batch(batch, epoch)
         optimizer.zero_grad()
         loss = F.cross_entropy(net(**batch["inputs"]), batch["targets"]["label"])
         loss.backward()
@@ -137,8 +151,8 @@ def plain_run(overrides_: list[str]) -> dict[str, float]:
     folder = Path(cfg.paths.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     best = -1.0
-    for _ in range(cfg.trainer.max_epochs):
-        train_epoch(net, optimizer, datamodule.train_dataloader(), cfg.trainer.gradient_clip_val)
+    for epoch in range(cfg.trainer.max_epochs):
+        train_epoch(net, optimizer, datamodule, cfg.trainer.gradient_clip_val, epoch)
         _, val_uar, _ = evaluate(net, datamodule.val_dataloader())
         if val_uar > best:
             best = val_uar

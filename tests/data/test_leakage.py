@@ -145,6 +145,28 @@ def test_planted_duplicates_are_found_and_nothing_else(planted, tmp_path: Path) 
     pd.testing.assert_frame_equal(again.report, result.report)
 
 
+def test_cached_audio_matches_are_those_of_the_files_and_settings(planted, tmp_path: Path) -> None:
+    """The landmark matches are read back for unchanged files and settings, and only then."""
+    manifest, fold, _ = planted
+    cache = tmp_path / "cache"
+    uncached = guard_leakage(manifest, [fold], "warn").report
+    pd.testing.assert_frame_equal(guard_leakage(manifest, [fold], "warn", cache_dir=cache).report, uncached)
+    [matches] = (cache / "leakage").glob("audio-near-*.pkl")
+    pd.testing.assert_frame_equal(guard_leakage(manifest, [fold], "warn", cache_dir=cache).report, uncached)
+    # Other settings match anew (here: no share is enough, so the planted audio copy is not flagged).
+    strict = guard_leakage(manifest, [fold], "warn", cache_dir=cache, audio={"min_share": 1.01}).report
+    assert "p-audio" not in set(_flagged(strict)["id_b"])
+    assert len(list((cache / "leakage").glob("audio-near-*.pkl"))) == 2
+    # A file that changes (its size and modification time) is fingerprinted and matched anew.
+    copy = Path(manifest.loc[manifest[schema.ID] == "p-audio", schema.AUDIO].item())
+    signal, rate = sf.read(copy)
+    sf.write(copy, np.concatenate([signal, np.zeros(rate // 10)]), rate)
+    changed = guard_leakage(manifest, [fold], "warn", cache_dir=cache).report
+    assert "p-audio" in set(_flagged(changed)["id_b"])
+    assert len(list((cache / "leakage").glob("audio-near-*.pkl"))) == 3
+    assert matches.exists()
+
+
 def test_drop_removes_the_copies_from_test_and_keeps_train(planted) -> None:
     manifest, fold, _ = planted
     result = guard_leakage(manifest, [fold], "drop")

@@ -215,6 +215,24 @@ def test_augmentation_leaves_the_global_generator_alone(audio_manifest, tmp_path
     assert not torch.equal(augmented["inputs"]["x"], batch["inputs"]["x"])
 
 
+def test_sample_draws_never_reseed_accelerator_generators(audio_manifest, tmp_path, monkeypatch):
+    """Only the CPU generator is seeded per sample: a GPU run's dropout draws stay its own.
+
+    (``torch.manual_seed`` would reseed every CUDA device, which ``fork_rng(devices=[])`` does not
+    restore, and where CUDA is built but idle it formats a stack trace on every call.)
+    """
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: reseeded.append(seed))
+    datamodule = _datamodule(audio_manifest, MFCCFeatures(max_seconds=1.0), _option("specaugment"), tmp_path)
+    batch = next(iter(datamodule.val_dataloader()))
+    first = datamodule.augmentation.augment_batch(batch, epoch=0)
+    again = datamodule.augmentation.augment_batch(batch, epoch=0)
+    assert reseeded == []
+    assert torch.equal(first["inputs"]["x"], again["inputs"]["x"])  # still a function of the seed
+    assert not torch.equal(first["inputs"]["x"], batch["inputs"]["x"])
+
+
 @pytest.mark.parametrize("axis", ["time", "frequency"])
 def test_specaugment_masks_bands_or_frames_within_the_valid_length(audio_manifest, tmp_path, axis):
     masks = {"p": 1.0, "count": 2, "max_width": 6, "max_proportion": 1.0}

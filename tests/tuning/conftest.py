@@ -1,16 +1,33 @@
-"""Helpers for tuning tests: real Hydra composition of conf/tune.yaml, real storages under tmp_path."""
+"""Helpers for tuning tests: real Hydra composition of conf/tune.yaml, real storages under tmp_path.
+
+Database servers (``database_server``) are the local PostgreSQL and MariaDB of docs/tuning.md; a
+test that needs one that does not answer is skipped with the reason, or fails where the servers
+must exist (``EMOEXP_REQUIRE_DATABASES=1``, set by ``.ci/run``: CI never skips them).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+SERVER_WAIT_S = 180.0  # how long an mlflow server may take to answer after its start
+
+SERVERS = {
+    "postgresql": "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
+    "mariadb": "mysql+pymysql://root@127.0.0.1:3306/test",
+}
+"""The database servers a study can live on, by kind (``database_server`` checks that they answer)."""
 
 # Small, fast trials: tiny data, two epochs, a small pinned LSTM (pinned keys leave the search space).
 FAST = [
@@ -65,6 +82,87 @@ def _run_tune(overrides: list[str]):
         return tune(cfg, overrides)
 
 
+def _tuner(overrides: list[str], hparams_search: str = "svm"):
+    """A Tuner as ``python -m emoexp.tune`` builds it (composed here, in the caller's thread)."""
+    from omegaconf import OmegaConf
+
+    from emoexp.tuning.tuner import Tuner, settings_from_config
+
+    cfg = _compose_tune(overrides)
+    sweeper = cfg.hydra.sweeper
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return Tuner(cfg, settings_from_config(cfg, sweeper, hparams_search), list(overrides))
+
+
+def unreachable(url: str) -> str | None:
+    """Why the database server of ``url`` cannot be reached (a reason to skip), or ``None`` if it answers."""
+    import sqlalchemy
+
+    try:
+        with sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3}).connect():
+            return None
+    except Exception as error:  # any failure to connect is a reason to skip, reported as such
+        return f"{url.split('@')[-1]} unreachable: {str(error).splitlines()[0]}"
+
+
+def _free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class TrackingServer:
+    """A real ``mlflow server`` on 127.0.0.1:``port`` (SQLite backend, served artifacts) under ``folder``."""
+
+    def __init__(self, folder: Path, port: int):
+        self.folder, self.port = folder, port
+        self.uri = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it answers (its database and artifacts are kept between starts)."""
+        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}", "--serve-artifacts",
+                   "--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1"]  # fmt: skip
+        log = open(self.folder / "server.log", "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + SERVER_WAIT_S
+        while not self.answers():
+            assert self.process.poll() is None, (self.folder / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+
+    def answers(self) -> bool:
+        """Whether the server answers its health check."""
+        try:
+            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL to its process group), as a crash would."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        """Stop the server and its workers (no-op when not started)."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(30)
+        with contextlib.suppress(ProcessLookupError):  # its workers, should one outlive it
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
 def tune_command(overrides: list[str]) -> list[str]:
     """The command line of the tuner in a subprocess."""
     return [sys.executable, "-m", "emoexp.tune", *overrides]
@@ -102,6 +200,42 @@ def _mlflow_runs(tracking_uri: str, experiment: str = "emoexp-audio") -> list:
 def compose_tune() -> Callable[[list[str]], object]:
     """Compose conf/tune.yaml with its hydra node."""
     return _compose_tune
+
+
+@pytest.fixture
+def make_tuner() -> Callable[..., object]:
+    """Build a :class:`~emoexp.tuning.tuner.Tuner` from overrides (``hparams_search`` names the space)."""
+    return _tuner
+
+
+@pytest.fixture
+def tracking_server(tmp_path: Path) -> Iterator[TrackingServer]:
+    """An ``mlflow server`` on a free port, its files under ``tmp_path/server``; not started yet.
+
+    Stopped at the end of the test. Until started, nothing answers on its port (``uri``).
+    """
+    folder = tmp_path / "server"
+    folder.mkdir()
+    server = TrackingServer(folder, _free_port())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database_server() -> Callable[[str], str]:
+    """The URL of the ``postgresql`` or ``mariadb`` server (:data:`SERVERS`); skip when it does not answer."""
+
+    def url(kind: str) -> str:
+        reason = unreachable(SERVERS[kind])
+        if reason and os.environ.get("EMOEXP_REQUIRE_DATABASES") == "1":
+            pytest.fail(f"{reason} (EMOEXP_REQUIRE_DATABASES=1: the database tests must run here)")
+        if reason:
+            pytest.skip(reason)
+        return SERVERS[kind]
+
+    return url
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -67,12 +67,9 @@ def _admin(sql: str) -> list[tuple]:
 
 
 @pytest.fixture
-def databases() -> Iterator[tuple[str, str]]:
+def databases(database_server: Callable[[str], str]) -> Iterator[tuple[str, str]]:
     """(study storage URL, MLflow store URI): two fresh PostgreSQL databases, dropped afterwards."""
-    try:
-        _admin("SELECT 1")
-    except Exception as error:  # no server: a reason to skip, reported as such
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable: {str(error).splitlines()[0]}")
+    database_server("postgresql")  # skips (or fails under EMOEXP_REQUIRE_DATABASES=1) without a server
     names = [f"emoexp_chaos_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("optuna", "mlflow")]
     for name in names:
         _admin(f"CREATE DATABASE {name}")

@@ -12,40 +12,25 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-from omegaconf import OmegaConf
 
 from emoexp.config import ConfigError
 from emoexp.tuning import storage as storage_module
 from emoexp.tuning import tracking
-from emoexp.tuning.tuner import Tuner, settings_from_config
+from emoexp.tuning.tuner import Tuner
 
-SERVERS = {
-    "postgresql": "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
-    "mariadb": "mysql+pymysql://root@127.0.0.1:3306/test",
-}
 KINDS = ["sqlite", "journal", pytest.param("postgresql", marks=pytest.mark.db),
          pytest.param("mariadb", marks=pytest.mark.db)]  # fmt: skip
 FINAL_CLAIM_ATTR = "emoexp:final_claim"  # the study attribute of a claimed final run
 WAIT_S = 60.0  # a safety bound on every wait: a hook that is never released fails the test, not hangs it
 
 
-def _reachable(url: str) -> str | None:
-    import sqlalchemy
-
-    try:
-        with sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3}).connect():
-            return None
-    except Exception as error:  # no server: a reason to skip, reported as such
-        return f"{url.split('@')[-1]} unreachable: {str(error).splitlines()[0]}"
-
-
 @pytest.fixture(params=KINDS)
-def study_storage(request, tmp_path) -> Iterator[tuple[str, str]]:
+def study_storage(request, tmp_path, database_server) -> Iterator[tuple[str, str]]:
     """(storage URL, study name): a file storage under tmp_path, or a fresh study on a server."""
     kind = request.param
     name = f"svm-race-{uuid.uuid4().hex[:8]}"
@@ -55,10 +40,7 @@ def study_storage(request, tmp_path) -> Iterator[tuple[str, str]]:
     if kind == "journal":
         yield f"journal:{tmp_path / 'optuna.log'}", name
         return
-    url = SERVERS[kind]
-    reason = _reachable(url)
-    if reason:
-        pytest.skip(reason)
+    url = database_server(kind)
     yield url, name
     with contextlib.suppress(KeyError):
         optuna.delete_study(study_name=name, storage=url)
@@ -79,19 +61,6 @@ def _overrides(tmp_path: Path, cache_dir: Path, url: str, name: str, *extra: str
         f"hydra.sweeper.study_name={name}",
         *extra,
     ]
-
-
-def _tuner(overrides: list[str]) -> Tuner:
-    """A Tuner as ``python -m emoexp.tune`` builds it (composed here, in the test's main thread)."""
-    from hydra import compose, initialize_config_dir
-
-    from emoexp.config import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="tune", overrides=overrides, return_hydra_config=True)
-    sweeper = cfg.hydra.sweeper
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    return Tuner(cfg, settings_from_config(cfg, sweeper, "svm"), list(overrides))
 
 
 def _in_thread(name: str, call, results: dict) -> threading.Thread:
@@ -121,11 +90,11 @@ def _study(url: str, name: str):
 
 # ------------------------------------------------------------------------------------------ setup
 def test_two_setups_started_together_queue_n_trials_and_one_parent_run(
-    study_storage, tmp_path, cache_dir, monkeypatch
+    study_storage, tmp_path, cache_dir, monkeypatch, make_tuner
 ):
     url, name = study_storage
     overrides = _overrides(tmp_path, cache_dir, url, name, "hydra.sweeper.n_trials=3")
-    first, second = _tuner(overrides), _tuner(overrides)
+    first, second = make_tuner(overrides), make_tuner(overrides)
     counted, second_arrived = threading.Event(), threading.Event()
     count = Tuner.counted_trials
     lock = getattr(storage_module, "study_lock", None)
@@ -166,10 +135,12 @@ def test_two_setups_started_together_queue_n_trials_and_one_parent_run(
 
 
 # -------------------------------------------------------------------------------------- final run
-def _trained_study(tmp_path: Path, cache_dir: Path, url: str, name: str, *extra: str) -> list[str]:
+def _trained_study(
+    make_tuner: Callable[..., Tuner], tmp_path: Path, cache_dir: Path, url: str, name: str, *extra: str
+) -> list[str]:
     """A study of two finished SVM trials and its parent run; return its overrides."""
     overrides = _overrides(tmp_path, cache_dir, url, name, "hydra.sweeper.n_trials=2", *extra)
-    tuner = _tuner([*overrides, "tuner.final_run=false"])
+    tuner = make_tuner([*overrides, "tuner.final_run=false"])
     tuner.setup()
     assert tuner.work() == 2
     return overrides
@@ -181,13 +152,13 @@ def _best(url: str, name: str):
 
 
 def test_two_finalize_steps_together_train_and_test_the_best_trial_once(
-    study_storage, tmp_path, cache_dir, monkeypatch
+    study_storage, tmp_path, cache_dir, monkeypatch, make_tuner
 ):
     from emoexp.engine import run as engine_run
 
     url, name = study_storage
-    overrides = _trained_study(tmp_path, cache_dir, url, name)
-    first, second = _tuner(overrides), _tuner(overrides)
+    overrides = _trained_study(make_tuner, tmp_path, cache_dir, url, name)
+    first, second = make_tuner(overrides), make_tuner(overrides)
     training, second_done = threading.Event(), threading.Event()
     trained: list[str] = []
     train = engine_run.train_run
@@ -229,13 +200,15 @@ def test_two_finalize_steps_together_train_and_test_the_best_trial_once(
     assert not study.user_attrs.get(FINAL_CLAIM_ATTR)  # released once done
 
 
-def test_a_dead_claimants_final_run_is_taken_over_a_live_ones_is_not(tmp_path, cache_dir, monkeypatch):
+def test_a_dead_claimants_final_run_is_taken_over_a_live_ones_is_not(
+    tmp_path, cache_dir, monkeypatch, make_tuner
+):
     from emoexp.engine import run as engine_run
 
     url, name = f"sqlite:///{tmp_path / 'optuna.db'}", "svm-claims"
-    overrides = _trained_study(tmp_path, cache_dir, url, name)
+    overrides = _trained_study(make_tuner, tmp_path, cache_dir, url, name)
     study, number, parent_id = _best(url, name)
-    tuner = _tuner(overrides)
+    tuner = make_tuner(overrides)
     recorder, _ = tuner._mlflow()
     trained: list[int] = []
     train = engine_run.train_run
@@ -254,40 +227,40 @@ def test_a_dead_claimants_final_run_is_taken_over_a_live_ones_is_not(tmp_path, c
 
 
 # --------------------------------------------------------------------------------- fixed settings
-def test_a_worker_with_other_fixed_settings_is_refused_naming_the_keys(tmp_path, cache_dir):
+def test_a_worker_with_other_fixed_settings_is_refused_naming_the_keys(tmp_path, cache_dir, make_tuner):
     url, name = f"sqlite:///{tmp_path / 'optuna.db'}", "svm-fixed"
     overrides = _overrides(tmp_path, cache_dir, url, name, "hydra.sweeper.n_trials=1")
-    _tuner(overrides).setup()
+    make_tuner(overrides).setup()
 
     with pytest.raises(ConfigError) as refused:
-        _tuner([*overrides, "seed=7", "data.max_samples=90", "tuner.role=worker"]).work()
+        make_tuner([*overrides, "seed=7", "data.max_samples=90", "tuner.role=worker"]).work()
     message = str(refused.value)
     assert "seed" in message and "data.max_samples" in message and name in message
     assert "trainer.max_epochs" not in message
     # What only says where things go, how fast they run or how the tuner runs is not a fixed setting.
-    volatile = _tuner([*overrides, f"paths.output_dir={tmp_path / 'elsewhere'}", "num_threads=1",
+    volatile = make_tuner([*overrides, f"paths.output_dir={tmp_path / 'elsewhere'}", "num_threads=1",
                        "tuner.worker_id=5", "tuner.grace_period=9"])  # fmt: skip
     volatile.load_study(volatile.open_storage(), create=False)
     # A searched key given a value on the command line is no longer searched: a different study.
     with pytest.raises(ConfigError, match=r"model\.estimator\.classifier\.C"):
-        pinned = _tuner([*overrides, "model.estimator.classifier.C=1.0"])
+        pinned = make_tuner([*overrides, "model.estimator.classifier.C=1.0"])
         pinned.load_study(pinned.open_storage(), create=False)
 
 
-def test_the_final_run_is_the_best_trials_stored_configuration(tmp_path, cache_dir, mlflow_runs):
+def test_the_final_run_is_the_best_trials_stored_configuration(tmp_path, cache_dir, mlflow_runs, make_tuner):
     url, name = f"sqlite:///{tmp_path / 'optuna.db'}", "svm-final-config"
-    overrides = _trained_study(tmp_path, cache_dir, url, name)
+    overrides = _trained_study(make_tuner, tmp_path, cache_dir, url, name)
     study, number, _ = _best(url, name)
 
     # Another fixed setting on the finalize command line cannot change what is tested: refused.
     with pytest.raises(ConfigError, match="seed"):
-        _tuner([*overrides, "seed=7", "tuner.role=finalize"]).run()
+        make_tuner([*overrides, "seed=7", "tuner.role=finalize"]).run()
     assert not _runs(tmp_path, "final")
 
     # Another command line with other allowed keys: where things go and how fast (paths, threads)
     # come from it; what is trained is the trial's stored configuration (its pruner node too).
     elsewhere = [f"paths.output_dir={tmp_path / 'final-job'}", "num_threads=1", "pruner=none"]
-    summary = _tuner([*overrides, "tuner.role=finalize", *elsewhere]).run()
+    summary = make_tuner([*overrides, "tuner.role=finalize", *elsewhere]).run()
     [final] = _runs(tmp_path, "final")
     assert final.data.tags["output_dir"] == str(tmp_path / "final-job" / "final")
     assert summary["final"]["run_id"] == final.info.run_id and summary["final"]["trial"] == number
@@ -307,7 +280,7 @@ def test_the_final_run_is_the_best_trials_stored_configuration(tmp_path, cache_d
 
 # ------------------------------------------------------------------------------ late heartbeats
 def test_a_live_worker_whose_beats_came_late_keeps_its_result_and_its_run(
-    study_storage, tmp_path, cache_dir, monkeypatch
+    study_storage, tmp_path, cache_dir, monkeypatch, make_tuner
 ):
     """Declared stale after training, before telling: its result goes to the retry, trained once."""
     from emoexp.tuning import liveness
@@ -315,7 +288,7 @@ def test_a_live_worker_whose_beats_came_late_keeps_its_result_and_its_run(
     url, name = study_storage
     overrides = _overrides(tmp_path, cache_dir, url, name, "hydra.sweeper.n_trials=1",
                            "tuner.final_run=false", "tuner.grace_period=1")  # fmt: skip
-    late, other = _tuner(overrides), _tuner(overrides)
+    late, other = make_tuner(overrides), make_tuner(overrides)
     late.setup()
     trained, declared = threading.Event(), threading.Event()
     objective_values, beat_once = Tuner._objective_values, liveness._beat_once
@@ -373,14 +346,14 @@ def _declare_stale(tuner: Tuner, url: str, name: str) -> None:
 
 # ----------------------------------------------------------------------------------- parent run
 def test_a_transient_error_reading_the_parent_run_is_retried_not_a_new_parent(
-    tmp_path, cache_dir, monkeypatch
+    tmp_path, cache_dir, monkeypatch, make_tuner
 ):
     import mlflow
     import requests
 
     url, name = f"sqlite:///{tmp_path / 'optuna.db'}", "svm-parent"
     overrides = _overrides(tmp_path, cache_dir, url, name, "hydra.sweeper.n_trials=1")
-    _, parent_id = _tuner(overrides).setup()
+    _, parent_id = make_tuner(overrides).setup()
     failures = []
     get_run = mlflow.MlflowClient.get_run
 
@@ -391,21 +364,21 @@ def test_a_transient_error_reading_the_parent_run_is_retried_not_a_new_parent(
         return get_run(self, run_id)
 
     monkeypatch.setattr(mlflow.MlflowClient, "get_run", flaky)
-    _, again = _tuner(overrides).setup()
+    _, again = make_tuner(overrides).setup()
     assert failures == [parent_id] and again == parent_id
     assert len(_runs(tmp_path, "study")) == 1
 
 
-def test_a_deleted_parent_run_is_a_clear_error_not_a_new_parent(tmp_path, cache_dir):
+def test_a_deleted_parent_run_is_a_clear_error_not_a_new_parent(tmp_path, cache_dir, make_tuner):
     import mlflow
 
     url, name = f"sqlite:///{tmp_path / 'optuna.db'}", "svm-parent-gone"
     overrides = _overrides(tmp_path, cache_dir, url, name, "hydra.sweeper.n_trials=1")
-    _, parent_id = _tuner(overrides).setup()
+    _, parent_id = make_tuner(overrides).setup()
     mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").delete_run(parent_id)
 
     with pytest.raises(ConfigError, match=f"{parent_id}.*deleted"):
-        _tuner(overrides).setup()
+        make_tuner(overrides).setup()
     assert _study(url, name).user_attrs[tracking.PARENT_ATTR] == parent_id  # not re-pointed
     with pytest.raises(ConfigError, match="parent run"):
-        _tuner([*overrides, f"tracking.uri=sqlite:///{tmp_path / 'other.db'}"]).setup()
+        make_tuner([*overrides, f"tracking.uri=sqlite:///{tmp_path / 'other.db'}"]).setup()

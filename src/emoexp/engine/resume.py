@@ -51,6 +51,9 @@ VOLATILE_KEYS = (
     "datamodule.extract_workers",
     # what is evaluated after training (robustness reports) does not change the training
     "evaluate",
+    # how emoexp.tune schedules a trial (role, worker index, heartbeats, final run): a resumed
+    # trial may run in another worker; what it trains is checked by the study's fixed settings
+    "tuner",
 )
 # A run created this recently may not have written its lease yet: never declare it abandoned.
 GRACE_S = 120.0

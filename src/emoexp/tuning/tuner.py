@@ -439,16 +439,27 @@ class Tuner:
         workers = int(self.tuner.n_workers) if self.tuner.role == "all" else 1
         return max(1, cores // max(1, workers))
 
-    def _prepare_trial_config(self, trial_cfg: DictConfig, trial: Any, parent_id: str) -> None:
+    def _prepare_trial_config(
+        self, trial_cfg: DictConfig, trial: Any, parent_id: str, recorder: Any, experiment_id: str
+    ) -> None:
         name, number = self.settings.study_name, trial.number
         resume = _system_attrs(trial).get(RESUME_ATTR) or {}
+        run_id = None
+        if resume.get("trial") == number:
+            # An interrupted trial. Released without its run id when the tracking store did not
+            # answer then: found now by its trial number (this worker waited for the store).
+            run_id = resume.get("run_id") or tracking.find_trial_run(
+                recorder.client, experiment_id, parent_id, number
+            )
         with open_dict(trial_cfg):
-            if resume.get("trial") == number and resume.get("run_id"):
-                # An interrupted trial: the same MLflow run, from its last.ckpt. Forced, because only
-                # the tuner's own settings may differ (the fixed settings and parameters are checked).
-                trial_cfg.resume = str(resume["run_id"])
+            if run_id:
+                # The same MLflow run, from its last.ckpt. Its config fingerprint leaves out the
+                # tuner's own settings (tuner.*: another worker_id is the same training), so the run
+                # is not rewritten. Forced all the same: the study allows what a fingerprint does
+                # not (another pruner), having checked the fixed settings and parameters itself.
+                trial_cfg.resume = str(run_id)
                 trial_cfg.resume_force = True
-                log.info("trial %d resumes its interrupted MLflow run %s", number, resume["run_id"])
+                log.info("trial %d resumes its interrupted MLflow run %s", number, run_id)
             trial_cfg.evaluate_test = False  # test lock: trials never read the test split
             trial_cfg.run_name = f"{name}-trial-{number}"
             trial_cfg.paths.output_dir = str(self.output_dir / "trials" / str(number))
@@ -505,7 +516,7 @@ class Tuner:
         try:
             with liveness.heartbeat(study, trial, float(self.tuner.heartbeat_interval), owner):
                 trial_cfg = self.compose_trial(trial_overrides)
-                self._prepare_trial_config(trial_cfg, trial, parent_id)
+                self._prepare_trial_config(trial_cfg, trial, parent_id, recorder, experiment_id)
                 values = self._train_trial(owner, trial_cfg, recorder, experiment_id, parent_id)
         except optuna.TrialPruned as pruned:
             state, reason = TrialState.PRUNED, str(pruned)
@@ -602,12 +613,19 @@ class Tuner:
 
         Its MLflow run (KILLED, ``interrupted=true``) and output folder (``last.ckpt``) are kept;
         the worker that claims it next continues the same run (:meth:`_prepare_trial_config`).
+        When the tracking store does not answer, the trial goes back without its run id, and the
+        worker that resumes it finds the run by the trial's number.
         """
         trial = owner.trial
         try:
             run_id = tracking.find_trial_run(recorder.client, experiment_id, parent_id, owner.claimed)
-        except Exception as error:  # the store is gone too: the trial restarts in a new run
-            log.warning("trial %d: its MLflow run cannot be found (%s)", trial.number, error)
+        except Exception as error:  # the store is gone too: the run is found again on resume
+            log.warning(
+                "trial %d: the tracking store did not answer (%s); the trial goes back to the queue "
+                "without its MLflow run id, and the worker that resumes it finds the run by trial number",
+                trial.number,
+                (str(error).strip().splitlines() or [""])[0][:300],
+            )
             run_id = None
         study._storage.set_trial_system_attr(
             trial._trial_id, RESUME_ATTR, {"trial": trial.number, "run_id": run_id}

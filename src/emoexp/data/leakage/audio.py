@@ -112,7 +112,10 @@ def near_pairs(prints: list[AudioPrint], min_matches: int, min_share: float) -> 
     # Offsets are binned by two frames: a shift between hops lands on either neighbour.
     joined["offset"] = (joined["frame_a"] - joined["frame_b"]) // 2
     votes = joined.groupby(["clip_a", "clip_b", "offset"]).size().groupby(level=[0, 1]).max()
-    pairs = np.array(votes.index.tolist(), dtype=np.int64).reshape(-1, 2)
+    # The index's levels as arrays (a list of tuples would cost ~0.5 s on 840 clips).
+    pairs = np.stack(
+        [votes.index.get_level_values(level).to_numpy(dtype=np.int64) for level in (0, 1)], axis=1
+    ).reshape(-1, 2)
     share = votes.to_numpy() / np.minimum(sizes[pairs[:, 0]], sizes[pairs[:, 1]])
     keep = (votes.to_numpy() >= min_matches) & (share >= min_share)
     return pairs[keep], 1.0 - share[keep]
