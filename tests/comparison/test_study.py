@@ -101,7 +101,8 @@ def test_every_shipped_study_loads_and_its_units_compose() -> None:
     from emoexp.studies.runner import StudyContext, compose, load_definition, unit_config
 
     names = study_names()
-    assert {"fusion_embedded", "classical_vs_deep_audio", "cross_corpus", "protocols_leakage"} <= set(names)
+    shipped = {"fusion_embedded", "classical_vs_deep_audio", "cross_corpus", "protocols_leakage"}
+    assert shipped | {"modality_baselines", "transfer_text"} <= set(names), names
     for name in names:
         validate(
             compose([f"experiment={name}"])
