@@ -99,7 +99,9 @@ def bench_pruning(workdir: Path, args: argparse.Namespace) -> dict:
     rows = {}
     for label, pruner in (("no pruning", "none"), (f"pruner={args.pruner}", args.pruner)):
         start = time.perf_counter()
-        _, trials = run_study(workdir, f"prune-{pruner}", args, f"pruner={pruner}")
+        settings = args.pruner_override if pruner != "none" else []
+        name = "-".join([f"prune-{pruner}", *(o.split("=")[-1] for o in settings)])
+        _, trials = run_study(workdir, name, args, f"pruner={pruner}", *settings)
         rows[label] = {
             "best_val_uar": _best(trials),
             "epochs": _epochs(trials),
@@ -170,6 +172,12 @@ def main() -> None:
     parser.add_argument("--speakers", type=int, default=6)
     parser.add_argument("--startup", type=int, default=4, help="TPE random start-up trials")
     parser.add_argument("--pruner", default="successive_halving", help="pruner config to compare")
+    parser.add_argument(
+        "--pruner-override",
+        action="append",
+        default=[],
+        help="override of the pruned study only, e.g. pruner.min_resource=10 (repeatable)",
+    )
     parser.add_argument("--worker-trials", type=int, default=6, help="trials per study of the workers part")
     parser.add_argument("--worker-epochs", type=int, default=4, help="max_epochs of the workers part")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override (repeatable)")
