@@ -156,6 +156,59 @@ def test_cross_validated_trial_reports_the_running_mean_over_folds(
     assert steps[3] == pytest.approx(trial.value)  # the mean over folds is the trial's value
 
 
+def test_cross_validated_trial_pruned_by_fold_reports_fold_means_and_stops_between_folds(
+    tmp_path, tune_overrides, run_tune, load_study
+):
+    # tuner.cv_pruning=fold: one report per finished fold (the mean so far, at step 1, 2, ...),
+    # and the pruner decides before the next fold. A pruner that prunes every reported value
+    # stops each trial after its first fold, never inside one.
+    overrides = tune_overrides(
+        "hydra.sweeper.n_trials=1",
+        "protocol=kfold",
+        "protocol.n_splits=3",
+        "trainer.max_epochs=2",
+        "tuner.cv_pruning=fold",
+        "tuner.final_run=false",
+        "pruner=none",
+        "pruner._target_=optuna.pruners.ThresholdPruner",
+        "+pruner.upper=-1.0",
+    )
+    run_tune(overrides)
+
+    [trial] = load_study(f"sqlite:///{tmp_path / 'optuna.db'}", STUDY).trials
+    assert trial.state.name == "PRUNED"
+    assert sorted(trial.intermediate_values) == [1]  # one fold finished, no per-epoch reports
+    assert trial.user_attrs["epochs"] == 2  # the whole first fold, nothing of the second
+
+
+def test_cross_validated_trial_by_fold_completes_with_one_report_per_fold(
+    tmp_path, tune_overrides, run_tune, load_study
+):
+    overrides = tune_overrides(
+        "hydra.sweeper.n_trials=1",
+        "protocol=kfold",
+        "protocol.n_splits=2",
+        "tuner.cv_pruning=fold",
+        "tuner.final_run=false",
+    )
+    run_tune(overrides)
+
+    [trial] = load_study(f"sqlite:///{tmp_path / 'optuna.db'}", STUDY).trials
+    assert trial.state.name == "COMPLETE"
+    steps = trial.intermediate_values
+    assert sorted(steps) == [1, 2]  # after fold 0, after fold 1
+    assert steps[2] == pytest.approx(trial.value)  # the mean over both folds is the trial's value
+
+
+def test_an_unknown_cv_pruning_mode_is_refused_naming_the_key(tmp_path, tune_overrides, run_tune):
+    from emoexp.config import ConfigError
+
+    overrides = tune_overrides("hydra.sweeper.n_trials=1", "tuner.cv_pruning=folds")
+    refused = r"tuner.cv_pruning='folds' is unknown; choose one of \['epoch', 'fold'\]"
+    with pytest.raises(ConfigError, match=refused):
+        run_tune(overrides)
+
+
 def test_multi_objective_study_reports_the_pareto_front(
     tmp_path, tune_overrides, run_tune, load_study, mlflow_runs
 ):

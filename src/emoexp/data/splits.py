@@ -74,6 +74,8 @@ class Protocol:
 
     name = "protocol"
     speaker_independent = False
+    # Several folds, each trained and tested (a cross-validation); one fold otherwise.
+    cross_validates = False
 
     def folds(self, manifest: pd.DataFrame, stratify: np.ndarray | None, seed: int) -> Iterator[Fold]:
         """Yield the folds of ``manifest``."""
@@ -316,6 +318,8 @@ class KFold(Protocol):
         name: Protocol name.
     """
 
+    cross_validates = True
+
     def __init__(self, n_splits: int = 5, val_size: float = 0.15, name: str = "kfold"):
         if n_splits < 2:
             raise SplitError("protocol.n_splits must be at least 2.")
@@ -344,6 +348,8 @@ class SpeakerKFold(Protocol):
         group: Column holding the speaker/subject id.
         name: Protocol name.
     """
+
+    cross_validates = True
 
     speaker_independent = True
 
@@ -391,6 +397,8 @@ class LeaveOneGroupOut(Protocol):
         name: Protocol name.
     """
 
+    cross_validates = True
+
     speaker_independent = True
 
     def __init__(self, group: str = schema.SPEAKER, val_size: float = 0.2, name: str = "loso"):
@@ -424,6 +432,8 @@ class LeaveOneOut(Protocol):
         val_size: Fraction of the remaining samples used for validation.
         name: Protocol name.
     """
+
+    cross_validates = True
 
     def __init__(self, val_size: float = 0.15, name: str = "loo"):
         self.val_size, self.name = val_size, name

@@ -9,6 +9,12 @@ emoexp is): on the first (or only) fold it reports the optimised metric at step 
 as that callback does. A cross-validated trial continues on later folds at step
 ``fold * max_epochs + epoch`` with the running mean over folds (finished folds' best values and
 the current fold's best so far), so trials are compared at the same point of their folds.
+
+With ``tuner.cv_pruning=fold`` a cross-validated trial reports only at fold boundaries: after
+k finished folds it reports their mean at step k (1, 2, ...), and the pruner decides before the
+next fold starts (never after the last fold, whose trial is complete). On small validation parts the
+first epochs hardly rank trials (docs/benchmarks.md#tuning); whole folds do. Optuna's pruners
+take any step sequence, so this needs no pruner of its own.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class TrialProgress:
         fold_values: Final value of the monitored metric of each finished fold.
         current: Latest value of the monitored metric in the current fold.
         epochs: Validation epochs run over all folds.
+        by_fold: Report once per finished fold (``tuner.cv_pruning=fold``), not once per epoch.
     """
 
     trial: optuna.trial.Trial
@@ -44,6 +51,7 @@ class TrialProgress:
     fold_values: list[float] = field(default_factory=list)
     current: float | None = None
     epochs: int = 0
+    by_fold: bool = False
 
 
 _ACTIVE: contextvars.ContextVar[TrialProgress | None] = contextvars.ContextVar(
@@ -52,9 +60,11 @@ _ACTIVE: contextvars.ContextVar[TrialProgress | None] = contextvars.ContextVar(
 
 
 @contextmanager
-def active_trial(trial: optuna.trial.Trial, max_epochs: int, prune: bool = True) -> Iterator[TrialProgress]:
+def active_trial(
+    trial: optuna.trial.Trial, max_epochs: int, prune: bool = True, by_fold: bool = False
+) -> Iterator[TrialProgress]:
     """Make ``trial`` the one that pruning callbacks created in this block report to."""
-    progress = TrialProgress(trial, max(1, int(max_epochs)), prune)
+    progress = TrialProgress(trial, max(1, int(max_epochs)), prune, by_fold=by_fold)
     token = _ACTIVE.set(progress)
     try:
         yield progress
@@ -84,6 +94,10 @@ class TrialPruningCallback(PyTorchLightningPruningCallback):
                 "Pruning a cross-validated trial under DDP is not supported: use pruner=none, "
                 "or one device per trial (several tuner workers, one GPU each)."
             )
+        # By fold: the mean over the finished folds was reported at the last fold's end; decide
+        # now that another fold is about to cost its epochs.
+        if self.progress.by_fold and self.progress.prune and self.fold > 0 and self._trial.should_prune():
+            raise optuna.TrialPruned(f"Trial was pruned after {self.fold} fold(s).")
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         if trainer.sanity_checking:
@@ -92,7 +106,7 @@ class TrialPruningCallback(PyTorchLightningPruningCallback):
         self.progress.epochs += 1
         if score is not None:
             self.progress.current = float(score)
-        if not self.progress.prune:
+        if not self.progress.prune or self.progress.by_fold:
             return
         if self.fold == 0:
             super().on_validation_end(trainer, pl_module)
@@ -110,6 +124,9 @@ class TrialPruningCallback(PyTorchLightningPruningCallback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         if self.progress.current is not None:
             self.progress.fold_values.append(self.progress.current)
+            if self.progress.by_fold and self.progress.prune:
+                values = self.progress.fold_values
+                self._trial.report(sum(values) / len(values), step=len(values))
 
 
 def trial_pruning_callback(monitor: str) -> TrialPruningCallback:

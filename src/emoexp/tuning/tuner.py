@@ -49,6 +49,8 @@ from emoexp.tuning.space import SearchSpace, check_against_config, parse_search_
 log = logging.getLogger(__name__)
 
 ROLES = ("all", "setup", "worker", "finalize")
+# How a cross-validated trial reports to the pruner (tuner.cv_pruning; see pruning.py).
+CV_PRUNING = ("epoch", "fold")
 FINAL_ATTR = "emoexp:final_run"
 FINAL_CLAIM_ATTR = "emoexp:final_claim"
 SETTINGS_ATTR = "emoexp:objectives"
@@ -544,13 +546,22 @@ class Tuner:
 
         trial = owner.trial
         prune = len(self.settings.objectives) == 1
-        with active_trial(trial, int(trial_cfg.trainer.max_epochs), prune=prune) as progress:
+        by_fold = self._prunes_by_fold(trial_cfg)
+        with active_trial(trial, int(trial_cfg.trainer.max_epochs), prune=prune, by_fold=by_fold) as progress:
             try:
                 metrics = train(trial_cfg)
             finally:
                 _record_epochs(owner, progress.epochs)
         run_id = tracking.find_trial_run(recorder.client, experiment_id, parent_id, owner.claimed)
         return self._objective_values(metrics, recorder.client, run_id)
+
+    def _prunes_by_fold(self, trial_cfg: DictConfig) -> bool:
+        """Whether this trial reports per finished fold (``tuner.cv_pruning=fold`` and a cross-validation)."""
+        from hydra.utils import get_class
+
+        mode = str(self.tuner.get("cv_pruning", "epoch"))
+        protocol = get_class(str(trial_cfg.protocol._target_))
+        return mode == "fold" and bool(getattr(protocol, "cross_validates", False))
 
     def _failed(self, trial: Any, error: BaseException) -> str:
         """Record a failed trial's error (on the trial, in the log); the reason."""
@@ -973,6 +984,10 @@ class Tuner:
         role = str(self.tuner.role)
         if role not in ROLES:
             raise ConfigError(f"tuner.role={role!r} is unknown; choose one of {list(ROLES)}.")
+        if str(self.tuner.get("cv_pruning", "epoch")) not in CV_PRUNING:
+            raise ConfigError(
+                f"tuner.cv_pruning={self.tuner.cv_pruning!r} is unknown; choose one of {list(CV_PRUNING)}."
+            )
         if role in ("all", "setup"):
             self.setup()
         if role == "worker" or (role == "all" and int(self.tuner.n_workers) <= 1):
