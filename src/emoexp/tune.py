@@ -39,6 +39,7 @@ TUNER_HELP = {
     "tuner.wait_for_running": "A worker with no trial left waits for the others' trials (and retries).",
     "tuner.tracking_wait_s": "Seconds a worker waits for an unreachable tracking store before a trial.",
     "tuner.worker_id": "Index of this worker (SLURM scripts pass the array task id).",
+    "tuner.cv_pruning": "Cross-validated trials report every epoch (epoch) or after each fold (fold).",
     "tuner.final_run": "Train the best configuration once more and evaluate it on test.",
     "tuner.keep_trial_outputs": "Keep each trial's output folder (checkpoints).",
     "tuner.log_trial_checkpoints": "Log trial checkpoints to MLflow.",

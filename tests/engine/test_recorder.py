@@ -130,3 +130,50 @@ def test_points_are_written_in_the_background_and_flush_waits_for_them(tracking_
     steps = [m.step for m in recorder.client.get_metric_history(run_id, "train/loss")]
     assert sorted(steps) == [*range(recorder_module.FLUSH_EVERY_POINTS * 3), 10_000]
     recorder.end(run_id)
+
+
+def test_a_dataset_inserted_meanwhile_by_another_run_is_linked_not_failed(tracking_uri, monkeypatch):
+    # Two tuner workers logging the same dataset at once: MLflow's SQL store looks the dataset up,
+    # then inserts it, so the later insert fails on the unique key. That interleaving cannot be
+    # forced inside MLflow, so the first call of this run raises what the store raised in CI.
+    from mlflow.exceptions import MlflowException
+
+    recorder = Recorder(tracking_uri)
+    experiment = recorder.client.create_experiment("shared-dataset")
+    first, second = (recorder.create_run(experiment, name, {}) for name in ("a", "b"))
+    dataset = {"name": "embedded_audio", "digest": "f33db5f9", "source": "emoexp.embedded/x"}
+    dataset.update(schema="{}", profile="{}")
+    recorder.log_dataset(first, **dataset)  # the other worker's insert, committed
+
+    real, calls = recorder.client.log_inputs, []
+
+    def racing(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise MlflowException(
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                "datasets.name, datasets.digest"
+            )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recorder.client, "log_inputs", racing)
+    recorder.log_dataset(second, **dataset)
+
+    assert len(calls) == 2
+    for run_id in (first, second):
+        [logged] = recorder.client.get_run(run_id).inputs.dataset_inputs
+        assert (logged.dataset.name, logged.dataset.digest) == ("embedded_audio", "f33db5f9")
+
+
+def test_other_dataset_errors_are_not_swallowed(tracking_uri, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    recorder = Recorder(tracking_uri, retry_s=0.1)
+    run_id = recorder.create_run(recorder.client.create_experiment("bad"), "r", {})
+
+    def broken(*args, **kwargs):
+        raise MlflowException("INVALID_PARAMETER_VALUE: schema too long")
+
+    monkeypatch.setattr(recorder.client, "log_inputs", broken)
+    with pytest.raises(MlflowException, match="schema too long"):
+        recorder.log_dataset(run_id, name="d", digest="1", source="s", schema="{}", profile="{}")

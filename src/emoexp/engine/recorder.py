@@ -467,7 +467,17 @@ class Recorder:
         source = source if self.privacy is None else str(self.privacy.value(source))
         dataset = Dataset(name, digest, "local", json.dumps({"uri": source}), schema, profile)
         context = [InputTag("mlflow.data.context", "training")]
-        self._retry("logging the dataset", self.client.log_inputs, run_id, [DatasetInput(dataset, context)])
+        inputs = [DatasetInput(dataset, context)]
+        try:
+            self._retry("logging the dataset", self.client.log_inputs, run_id, inputs)
+        except Exception as error:
+            # MLflow's SQL store looks the dataset up, then inserts it: two runs of one experiment
+            # logging the same dataset at once (tuner workers) can both insert, and the second
+            # fails on the unique key. The dataset now exists, so a second call only links it.
+            if not _duplicate_key(error):
+                raise
+            log.info("the dataset %s was logged meanwhile by another run; linking it", name)
+            self._retry("logging the dataset", self.client.log_inputs, run_id, inputs)
 
     def register_model(self, run_id: str, name: str, tags: dict[str, str]) -> str | None:
         """Register the run's logged model as a new version of ``name``; its version (``None``: no model).
@@ -518,6 +528,15 @@ class Recorder:
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+
+def _duplicate_key(error: BaseException) -> bool:
+    """Whether ``error`` is a database's unique-key violation (SQLite, PostgreSQL, MySQL/MariaDB)."""
+    text = str(error)
+    return any(
+        marker in text
+        for marker in ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry", "IntegrityError")
+    )
 
 
 def _scrubbed_checkpoint(path: Path, folder: Path, privacy: Pseudonymiser) -> Path:
