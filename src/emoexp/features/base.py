@@ -51,8 +51,15 @@ class Featurizer:
         to keep memory bounded, with the same result.
         """
         parts = list(chunks)
-        joined = {k: torch.cat([part[k] for part in parts]) for k in parts[0]} if parts else None
-        self.fit(manifest, joined)
+        self.fit(manifest, self.join(parts) if parts else None)
+
+    def join(self, parts: list[Features]) -> Features:
+        """Features of consecutive row groups as one (the rows of ``parts[0]`` first).
+
+        This default concatenates along the rows; a featurizer whose rows differ in width
+        (sparse n-gram rows) overrides it to pad them to a common one.
+        """
+        return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
 
     def finalize(self, features: Features) -> Features:
         """Apply the learnt state; returns the model inputs."""

@@ -106,6 +106,13 @@ class MultimodalFeatures(Featurizer):
             out.update(prefixed(modality, featurizer.finalize(unprefixed(modality, features))))
         return out
 
+    def join(self, parts: list[Features]) -> Features:
+        """Row groups as one, each modality's by its own featurizer (which may pad ragged rows)."""
+        out: Features = {}
+        for modality, featurizer in self.children.items():
+            out.update(prefixed(modality, featurizer.join([unprefixed(modality, part) for part in parts])))
+        return out
+
     def net_kwargs(self) -> dict[str, Any]:
         """``{"modality_kwargs": {modality: child.net_kwargs()}}`` for the fusion network's encoders."""
         return {"modality_kwargs": {m: f.net_kwargs() for m, f in self.children.items()}}

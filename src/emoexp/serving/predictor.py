@@ -87,7 +87,7 @@ class Predictor:
                 )
         if not features:
             return {}, np.array([], dtype=int), failures
-        batch = {k: torch.cat([f[k] for f in features]) for k in features[0]}
+        batch = self.featurizer.join(features)
         return batch, np.asarray(ok), failures
 
     @torch.no_grad()
