@@ -58,6 +58,17 @@ def test_speakers_that_differ_widen_the_interval_beyond_the_sample_bootstrap():
     assert (width > 1.5 * (by_sample["ci_high"] - by_sample["ci_low"])).loc[["accuracy", "uar"]].all()
 
 
+def test_two_speakers_who_agree_do_not_narrow_the_interval_below_the_sample_bootstrap():
+    # The default split tests on 2 speakers. Drawing only whole speakers would mix two fixed
+    # scores; when they agree that "interval" collapses, though 60 clips are a sample.
+    test = _predictions({"s1": 0.6, "s2": 0.6}, seed=3)
+    by_speaker = figure_intervals(test, CLASSES, []).set_index("metric")
+    by_sample = figure_intervals(test.assign(speaker=range(len(test))), CLASSES, []).set_index("metric")
+    assert (by_speaker["resampled"] == SPEAKERS).all() and by_speaker.loc["uar", "n_clusters"] == 2
+    width = by_speaker["ci_high"] - by_speaker["ci_low"]
+    assert (width >= 0.9 * (by_sample["ci_high"] - by_sample["ci_low"])).loc[["accuracy", "uar"]].all()
+
+
 def test_one_speaker_in_test_falls_back_to_samples_and_says_so():
     table = figure_intervals(_predictions({"only": 0.7}), CLASSES, [])
     assert set(table["resampled"]) == {SAMPLES} and set(table["n_clusters"]) == {30}

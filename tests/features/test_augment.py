@@ -386,7 +386,8 @@ def test_every_option_fits_or_is_rejected_for_every_model(compose):
         (["modality=audio", "model=svm"], "none"),  # functionals: scikit-learn
         (["modality=audio", "model=wav2vec2"], "none"),  # raw waveforms: no spectral stage
         (["modality=text"], "none"),
-        (["modality=visual"], "none"),
+        (["modality=visual"], "visual"),  # the default CNN on faces
+        (["modality=visual", "model=svm"], "none"),  # HOG/LBP/landmarks: scikit-learn
     ],
 )
 def test_auto_resolves_to_the_option_the_model_takes_and_records_it(compose, overrides, chosen):
