@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from emoexp import cliargs
 from emoexp import export as export_cli
@@ -24,6 +26,7 @@ from emoexp.train import train
 
 # Small networks: the export, not the model, is under test.
 FAMILIES = {
+    "ngram_mlp": ["modality=text", "model.net.hidden_size=16"],  # the text default
     "lstm-text": ["modality=text", "model=lstm", "model.net.hidden_size=16", "model.net.num_layers=1"],
     # Clips longer than max_seconds (cropped inside the graph) here, shorter ones (padded) for the CNN.
     "lstm-audio": [
@@ -193,6 +196,40 @@ def test_sklearn_runs_are_refused_with_the_alternative(compose, tracking_uri, tm
     missing = ["run_id=0123456789abcdef", *argv[1:]]
     assert cliargs.run_cli(export_cli.main, missing, prog=export_cli.PROG) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # the default: word 1-2-grams + char_wb 2-5-grams, every word kept
+        {"analyzer": "word+char", "char_ngram_range": (1, 3), "stop_words": "english"},
+        {"analyzer": "char_wb", "sublinear_tf": False, "char_ngram_range": (3, 6)},
+    ],
+)
+def test_preprocess_reference_builds_the_tfidf_rows_of_the_featurizer(options, tmp_path):
+    from emoexp.features import tokenize
+    from emoexp.features.ngrams import NgramFeatures
+    from emoexp.serving import export_graph, export_reference
+
+    train_texts = [
+        "Soooo happy today 😂😂 #BestDayEver",
+        "I'm not happy about this :( (T_T)",
+        "今日は最高！(^_^) yay",
+        "ugh, gross... a hair in the soup 🤢",
+        "I can't believe it!!! :O",
+    ]
+    featurizer = NgramFeatures(**options)
+    featurizer.fit(pd.DataFrame({"id": [str(i) for i in range(5)], "text": train_texts}), None)
+    module, [graph_spec] = export_graph.graph_input(featurizer)
+    shutil.copyfile(tokenize.__file__, tmp_path / graph_spec.spec()["tokenizer_module"])
+    texts = [*train_texts, "happpyyy   a b ab 😂👍🏽 最高", "not happy at all (╯°□°)╯", "?"]
+    for text in texts:
+        expected = featurizer.extract(pd.DataFrame({"id": ["x"], "text": [text]}))
+        dense = torch.zeros(1, featurizer.num_ngrams + 1)
+        dense.scatter_add_(1, expected["ngram_ids"], expected["ngram_weights"])
+        row = export_reference.ngram_tfidf(text, graph_spec.spec(), tmp_path)
+        np.testing.assert_allclose(row, dense[:, :-1].numpy(), atol=1e-6, err_msg=text)
+        assert set(module(ngram_tfidf=torch.from_numpy(row))) == {"ngram_tfidf"}
 
 
 def test_preprocess_reference_tokenizes_like_the_featurizer(tmp_path):

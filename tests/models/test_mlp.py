@@ -56,3 +56,11 @@ def test_the_mlp_drops_ngrams_only_in_training_and_splits_backbone_from_head():
     assert not torch.equal(first, second)
     [backbone] = net.backbone_layers()
     assert backbone is net.hidden and net.head.in_features == 16
+
+
+def test_the_dense_row_an_exported_graph_takes_gives_the_same_outputs():
+    torch.manual_seed(0)
+    dense = torch.rand(4, 40) * (torch.rand(4, 40) < 0.25)
+    ids, weights = _sparse(dense, pad=40)
+    net = NgramMLP(num_outputs=5, num_ngrams=40, hidden_size=8).eval()
+    torch.testing.assert_close(net(ngram_tfidf=dense), net(ngram_ids=ids, ngram_weights=weights))

@@ -44,11 +44,16 @@ class SparseLinear(nn.Module):
         """``[B, K]`` ids and weights to ``[B, out_features]``."""
         return self.weight(ids, per_sample_weights=weights.to(self.weight.weight.dtype)) + self.bias
 
+    def dense(self, x: torch.Tensor) -> torch.Tensor:
+        """The same product for a dense ``[B, in_features]`` ``x`` (an exported graph's input)."""
+        return x.to(self.bias.dtype) @ self.weight.weight[: self.in_features] + self.bias
+
 
 class NgramMLP(ModelCapabilities, nn.Module):
     """Sparse TF-IDF n-grams -> dropout -> hidden layer (ReLU) -> dropout -> linear head.
 
-    Reads :class:`emoexp.features.ngrams.NgramFeatures` (``ngram_ids``, ``ngram_weights``).
+    Reads :class:`emoexp.features.ngrams.NgramFeatures` (``ngram_ids``, ``ngram_weights``), or the
+    dense TF-IDF row ``ngram_tfidf`` ``[B, num_ngrams]`` an exported graph takes.
 
     Args:
         num_outputs: Head width (from the label scheme).
@@ -75,8 +80,16 @@ class NgramMLP(ModelCapabilities, nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, num_outputs)
 
-    def embed(self, ngram_ids: torch.Tensor, ngram_weights: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:
+    def embed(
+        self,
+        ngram_ids: torch.Tensor | None = None,
+        ngram_weights: torch.Tensor | None = None,
+        ngram_tfidf: torch.Tensor | None = None,
+        **_: torch.Tensor,
+    ) -> torch.Tensor:
         """The hidden layer's output ``[B, hidden_size]`` (used by fusion models)."""
+        if ngram_tfidf is not None:
+            return torch.relu(self.hidden.dense(self.input_dropout(ngram_tfidf)))
         return torch.relu(self.hidden(ngram_ids, self.input_dropout(ngram_weights)))
 
     def backbone_layers(self) -> list[nn.Module]:

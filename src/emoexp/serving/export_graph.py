@@ -15,6 +15,7 @@ WaveformFeatures       ``waveform`` float32 [1, samples]       crop, per-utteran
 ImageFeatures          ``image`` uint8 [1, C, size, size]      (its ``finalize`` only)
 VocabTokenizer         ``input_ids`` int64 [1, tokens]         padding, attention mask, length
 HFTokenizer            ``input_ids`` int64 [1, tokens]         padding, attention mask, length
+NgramFeatures          ``ngram_tfidf`` float32 [1, n-grams]    (the dense TF-IDF row, as is)
 MultimodalFeatures     each child's, prefixed ``audio_`` ...   each child's
 =====================  ======================================  ==================================
 
@@ -42,6 +43,7 @@ from torch import nn
 
 from emoexp.features.audio import LogMelFeatures, MFCCFeatures
 from emoexp.features.multimodal import MultimodalFeatures, prefixed
+from emoexp.features.ngrams import NgramFeatures
 from emoexp.features.text import _TOKEN, CLS, PAD, UNK, HFTokenizer, VocabTokenizer
 from emoexp.features.visual import ImageFeatures
 from emoexp.features.waveform import WaveformFeatures
@@ -158,6 +160,13 @@ class TokenInput(nn.Module):
         return {"input_ids": padded, "attention_mask": mask, "lengths": lengths}
 
 
+class NgramInput(nn.Module):
+    """The dense TF-IDF row, handed to the network as its ``ngram_tfidf`` input (no padding to do)."""
+
+    def forward(self, ngram_tfidf: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: D102
+        return {"ngram_tfidf": ngram_tfidf}
+
+
 class MultimodalInput(nn.Module):
     """Each modality's input module; graph inputs ``<modality>_<name>``, features ``<modality>.<key>``."""
 
@@ -213,6 +222,46 @@ def _hf_input(featurizer: HFTokenizer) -> tuple[nn.Module, list[GraphInput]]:
     return TokenInput(featurizer.max_length, tokenizer.pad_token_id or 0), [spec]
 
 
+def _ngram_input(featurizer: NgramFeatures) -> tuple[nn.Module, list[GraphInput]]:
+    """The TF-IDF row as the graph's input; its vocabularies, idf and options go to ``export.json``.
+
+    ``preprocess.py`` rebuilds the row with the model's tokenizer module and the same n-gram rules
+    as scikit-learn's vectorizers; the export's own check compares it with the model's predictions.
+    """
+    from emoexp.features import tokenize
+    from emoexp.features.handcrafted.text import stop_word_list
+
+    union = getattr(featurizer._vectorizer, "transformer_list", None)
+    weights = [featurizer._vectorizer.transformer_weights[name] for name, _ in union] if union else [1.0]
+    parts, offset = [], 0
+    for part, weight in zip(featurizer._parts(), weights, strict=True):
+        vocabulary = {str(k): int(v) for k, v in part.vocabulary_.items()}
+        parts.append(
+            {
+                "analyzer": part.analyzer,
+                "ngram_range": [int(n) for n in part.ngram_range],
+                "vocabulary": vocabulary,
+                "idf": [float(v) for v in part.idf_],
+                "offset": offset,
+                "weight": float(weight),
+            }
+        )
+        offset += len(vocabulary)
+    params = {
+        "parts": parts,
+        "num_ngrams": offset,
+        "sublinear_tf": bool(featurizer.sublinear_tf),
+        "stop_words": sorted(stop_word_list(featurizer.stop_words, featurizer.keep_negations)),
+        "tokenizer": dict(featurizer.tokenizer),
+        "tokenizer_module": TOKENIZER_MODULE,
+    }
+    example = torch.zeros(1, offset)
+    example[0, : min(8, offset)] = 0.3
+    spec = GraphInput("ngram_tfidf", "text", "ngram_tfidf", example, None, params)
+    spec.save = lambda folder: shutil.copyfile(tokenize.__file__, folder / TOKENIZER_MODULE)
+    return NgramInput(), [spec]
+
+
 def _multimodal_input(featurizer: MultimodalFeatures) -> tuple[nn.Module, list[GraphInput]]:
     children, specs = {}, []
     for modality, child in featurizer.children.items():
@@ -232,6 +281,7 @@ BUILDERS: tuple[tuple[type, Callable[[Any], tuple[nn.Module, list[GraphInput]]]]
     (ImageFeatures, _image_input),
     (VocabTokenizer, _vocab_input),
     (HFTokenizer, _hf_input),
+    (NgramFeatures, _ngram_input),
     (MultimodalFeatures, _multimodal_input),
 )
 

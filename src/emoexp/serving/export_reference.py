@@ -29,6 +29,12 @@ column it reads (``text``, ``audio``, ``image``) and its ``kind``:
 ``hf_tokens``
     ``int64 [1, tokens]``: the same normalised text through the checkpoint's own tokenizer
     (``tokenizer`` file), special tokens added, truncated to ``max_length``, no padding.
+``ngram_tfidf``
+    ``float32 [1, num_ngrams]``: the TF-IDF row of a bag-of-n-grams model: for each of ``parts``,
+    the text's word n-grams (the model's tokenizer, ``stop_words`` dropped) or character n-grams
+    (``char_wb``: within words padded by a space; ``char``: across the text) of the part's
+    ``vocabulary``, counted (``1 + log`` with ``sublinear_tf``), times ``idf``, L2-normalised, times
+    the part's ``weight``, at the part's ``offset``; as scikit-learn's ``TfidfVectorizer`` does.
 
 The graph takes one input (batch size 1) of any length and returns the arrays named in
 ``outputs``: ``probs`` (class probabilities, or per-label probabilities to compare with
@@ -41,6 +47,7 @@ import functools
 import json
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -77,6 +84,53 @@ def vocab_tokens(text: str, spec: Mapping[str, Any], folder: str | Path = ".") -
         words = re.findall(spec["pattern"], normalise_text(text))
     ids = [spec["cls"], *(vocab.get(word, unk) for word in words)][: spec["max_length"]]
     return np.asarray([ids], dtype=np.int64)
+
+
+def _char_wb_ngrams(text: str, low: int, high: int) -> list[str]:
+    """Character n-grams within words padded by a space; a word shorter than n counts once whole."""
+    grams = []
+    for word in text.split():
+        padded = f" {word} "
+        for n in range(low, high + 1):
+            grams += [padded[i : i + n] for i in range(max(1, len(padded) - n + 1))]
+            if len(padded) <= n:
+                break
+    return grams
+
+
+def _ngrams(text: str, part: Mapping[str, Any], spec: Mapping[str, Any], folder: str | Path) -> list[str]:
+    """The n-grams of one part of a bag-of-n-grams model (before the vocabulary lookup)."""
+    module = _module(Path(folder) / spec["tokenizer_module"])
+    low, high = part["ngram_range"]
+    if part["analyzer"] == "word":
+        stop = set(spec["stop_words"])
+        tokens = [t for t in module.make_tokenizer(spec["tokenizer"])(text) if t not in stop]
+        return [" ".join(tokens[i : i + n]) for n in range(low, high + 1) for i in range(len(tokens) - n + 1)]
+    options = {k: spec["tokenizer"][k] for k in ("skin_tones", "max_repeat") if k in spec["tokenizer"]}
+    chars = re.sub(r"\s\s+", " ", module.char_text(text, **options))
+    if part["analyzer"] == "char_wb":
+        return _char_wb_ngrams(chars, low, high)
+    return [chars[i : i + n] for n in range(low, high + 1) for i in range(len(chars) - n + 1)]
+
+
+def ngram_tfidf(text: str, spec: Mapping[str, Any], folder: str | Path = ".") -> np.ndarray:
+    """The TF-IDF row ``float32 [1, num_ngrams]`` of a bag-of-n-grams model."""
+    normalise_text(text)  # the same refusal of empty texts
+    text = " ".join(text.split())
+    row = np.zeros((1, spec["num_ngrams"]), dtype=np.float64)
+    for part in spec["parts"]:
+        vocabulary = part["vocabulary"]
+        counts = Counter(g for g in _ngrams(text, part, spec, folder) if g in vocabulary)
+        if not counts:
+            continue
+        columns = np.asarray([vocabulary[g] for g in counts])
+        values = np.asarray(list(counts.values()), dtype=np.float64)
+        if spec["sublinear_tf"]:
+            values = 1.0 + np.log(values)
+        values *= np.asarray(part["idf"])[columns]
+        values /= np.sqrt(np.sum(values**2))
+        row[0, part["offset"] + columns] = values * part["weight"]
+    return row.astype(np.float32)
 
 
 @functools.cache
@@ -143,6 +197,7 @@ def graph_inputs(row: Mapping[str, Any], manifest: Mapping[str, Any], folder: st
         "image": lambda value, spec: image(value, spec),
         "vocab_tokens": lambda value, spec: vocab_tokens(value, spec, folder),
         "hf_tokens": lambda value, spec: hf_tokens(value, spec, folder),
+        "ngram_tfidf": lambda value, spec: ngram_tfidf(value, spec, folder),
     }
     inputs = {}
     for spec in manifest["inputs"]:
