@@ -119,6 +119,18 @@ def _overrides(path: Path, model: str) -> list[str]:
     ]
 
 
+def _assert_logged_model_reproduces_the_test_predictions(cfg, client, run_id, tracking_uri, tmp_path):
+    """``emoexp.predict`` on the run's logged model gives the run's own test predictions."""
+    logged = pd.read_csv(client.download_artifacts(run_id, "predictions.csv"), dtype={"id": str})
+    test = logged[logged["split"] == "test"].set_index("id")
+    manifest = prepare_samples(cfg, instantiate(cfg.label_scheme)).set_index("id")
+    manifest.loc[test.index, ["text"]].reset_index().to_csv(tmp_path / "test.csv", index=False)
+    argv = [f"run_id={run_id}", f"input={tmp_path / 'test.csv'}", f"output={tmp_path / 'out.csv'}"]
+    result = predict.main([*argv, f"tracking_uri={tracking_uri}"])
+    predicted = result["predictions"].set_index("id").loc[test.index]
+    assert (predicted["prediction"] == test["prediction"]).all() and not result["failures"]
+
+
 def test_default_svm_text_pipeline_beats_word_tfidf_on_symbol_text(compose, tmp_path):
     path = symbol_corpus(tmp_path / "posts.csv")
     base = _overrides(path, "svm")
@@ -150,14 +162,7 @@ def test_lstm_vocabulary_keeps_symbols_and_its_logged_model_reproduces_them(comp
     assert {"😭", "(T_T)", ":(", "最", "#mondays"} & set(state["vocab"])
     assert sum(not token.isascii() for token in state["vocab"]) >= 10
     # The logged model (vocabulary and tokenizer from featurizer.json) reproduces the test predictions.
-    logged = pd.read_csv(client.download_artifacts(run_id, "predictions.csv"), dtype={"id": str})
-    test = logged[logged["split"] == "test"].set_index("id")
-    manifest = prepare_samples(cfg, instantiate(cfg.label_scheme)).set_index("id")
-    manifest.loc[test.index, ["text"]].reset_index().to_csv(tmp_path / "test.csv", index=False)
-    argv = [f"run_id={run_id}", f"input={tmp_path / 'test.csv'}", f"output={tmp_path / 'out.csv'}"]
-    result = predict.main([*argv, f"tracking_uri={tracking_uri}"])
-    predicted = result["predictions"].set_index("id").loc[test.index]
-    assert (predicted["prediction"] == test["prediction"]).all() and not result["failures"]
+    _assert_logged_model_reproduces_the_test_predictions(cfg, client, run_id, tracking_uri, tmp_path)
 
 
 def test_default_text_model_learns_symbol_text_and_its_logged_model_reproduces_it(
@@ -178,11 +183,4 @@ def test_default_text_model_learns_symbol_text_and_its_logged_model_reproduces_i
     word, chars = (set(part["vocabulary"]) for part in json.loads(state_file.read_text())["parts"])
     assert {"😭", "(T_T)", ":(", "#mondays"} & word and {"😭", "最高"} & chars
     # The logged model (n-gram vocabularies and idf from the model folder) reproduces the test predictions.
-    logged = pd.read_csv(client.download_artifacts(run_id, "predictions.csv"), dtype={"id": str})
-    test = logged[logged["split"] == "test"].set_index("id")
-    manifest = prepare_samples(cfg, instantiate(cfg.label_scheme)).set_index("id")
-    manifest.loc[test.index, ["text"]].reset_index().to_csv(tmp_path / "test.csv", index=False)
-    argv = [f"run_id={run_id}", f"input={tmp_path / 'test.csv'}", f"output={tmp_path / 'out.csv'}"]
-    result = predict.main([*argv, f"tracking_uri={tracking_uri}"])
-    predicted = result["predictions"].set_index("id").loc[test.index]
-    assert (predicted["prediction"] == test["prediction"]).all() and not result["failures"]
+    _assert_logged_model_reproduces_the_test_predictions(cfg, client, run_id, tracking_uri, tmp_path)

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,24 +235,36 @@ def load_embedded(  # noqa: PLR0913 (a Hydra _target_: one argument per config k
     return _read(folder, corpus)
 
 
-def _build(folder: Path, spec: _Spec, params: dict[str, Any]) -> None:
-    """Generate the corpus and move it to ``folder`` (its manifest and ``params.json`` included).
+def build_into_place(folder: Path, marker: str, build: Callable[[Path], None]) -> None:
+    """Run ``build(private_folder)`` and rename the folder to ``folder`` in one step.
 
-    Builds in a private folder and renames it into place in one step, so a concurrent process
-    sees either no corpus or a complete one; if another process won the race, its (identical)
-    corpus is kept.
+    A concurrent process sees either no folder or a complete one; if another process won the
+    race (``folder / marker`` exists), its (identical) build is kept.
+
+    Args:
+        folder: The final folder (its parent is created).
+        marker: A file the build writes last; its presence means the folder is complete.
+        build: Fills the private folder it is given.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     building.chmod(0o755)  # mkdtemp's private 0700 would stay on the renamed cache folder
     try:
-        manifest = _generate(building, spec)
-        manifest.to_parquet(building / _MANIFEST, index=False)
-        (building / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True))
+        build(building)
         try:
             os.replace(building, folder)
         except OSError:
-            if not (folder / _MANIFEST).exists():
+            if not (folder / marker).exists():
                 raise
     finally:
         shutil.rmtree(building, ignore_errors=True)
+
+
+def _build(folder: Path, spec: _Spec, params: dict[str, Any]) -> None:
+    """Generate the corpus and move it to ``folder`` (its manifest and ``params.json`` included)."""
+
+    def build(building: Path) -> None:
+        _generate(building, spec).to_parquet(building / _MANIFEST, index=False)
+        (building / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True))
+
+    build_into_place(folder, _MANIFEST, build)

@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from emoexp.data.adapters.ravdess import EMOTIONS, OnError, load_ravdess
-from emoexp.data.embedded.corpus import GENERATOR_VERSION, default_cache_dir
+from emoexp.data.embedded.corpus import GENERATOR_VERSION, build_into_place, default_cache_dir
 
 INTENSITY_LEVELS: dict[str, float] = {"01": 0.5, "02": 0.9}
 """RAVDESS intensity codes (normal, strong) -> the synthesiser's expression strength."""
@@ -125,18 +122,10 @@ def load_embedded_ravdess(
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = base / "embedded" / f"ravdess_layout-a{n_actors}-seed{seed}-v{GENERATOR_VERSION}-{digest}"
     if not (folder / _COMPLETE).exists():
-        # Rendered in a private folder and renamed into place: a concurrent run sees all or nothing.
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        building.chmod(0o755)
-        try:
+
+        def build(building: Path) -> None:
             render_ravdess_layout(building, n_actors, seed, sample_rate)
             (building / _COMPLETE).write_text(json.dumps(params, indent=2, sort_keys=True))
-            try:
-                os.replace(building, folder)
-            except OSError:
-                if not (folder / _COMPLETE).exists():
-                    raise
-        finally:
-            shutil.rmtree(building, ignore_errors=True)
+
+        build_into_place(folder, _COMPLETE, build)
     return load_ravdess(folder, on_error=on_error)
