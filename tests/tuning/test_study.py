@@ -123,19 +123,19 @@ def test_pruning_callback_is_optuna_integrations_lightning_callback():
     assert issubclass(TrialPruningCallback, PyTorchLightningPruningCallback)
 
 
+def _one_cross_validated_trial(tmp_path, tune_overrides, run_tune, load_study, *extra: str):
+    """Tune one trial under k-fold cross-validation (``extra`` overrides on top); that trial."""
+    run_tune(tune_overrides("hydra.sweeper.n_trials=1", "protocol=kfold", "tuner.final_run=false", *extra))
+    [trial] = load_study(f"sqlite:///{tmp_path / 'optuna.db'}", STUDY).trials
+    return trial
+
+
 def test_cross_validated_trial_reports_the_running_mean_over_folds(
     tmp_path, tune_overrides, run_tune, load_study, mlflow_runs
 ):
-    overrides = tune_overrides(
-        "hydra.sweeper.n_trials=1",
-        "protocol=kfold",
-        "protocol.n_splits=2",
-        "pruner=none",
-        "tuner.final_run=false",
+    trial = _one_cross_validated_trial(
+        tmp_path, tune_overrides, run_tune, load_study, "protocol.n_splits=2", "pruner=none"
     )
-    run_tune(overrides)
-
-    [trial] = load_study(f"sqlite:///{tmp_path / 'optuna.db'}", STUDY).trials
     assert trial.state.name == "COMPLETE"
     steps = trial.intermediate_values
     assert sorted(steps) == [0, 1, 2, 3]  # fold * max_epochs + epoch
@@ -162,20 +162,18 @@ def test_cross_validated_trial_pruned_by_fold_reports_fold_means_and_stops_betwe
     # tuner.cv_pruning=fold: one report per finished fold (the mean so far, at step 1, 2, ...),
     # and the pruner decides before the next fold. A pruner that prunes every reported value
     # stops each trial after its first fold, never inside one.
-    overrides = tune_overrides(
-        "hydra.sweeper.n_trials=1",
-        "protocol=kfold",
+    trial = _one_cross_validated_trial(
+        tmp_path,
+        tune_overrides,
+        run_tune,
+        load_study,
         "protocol.n_splits=3",
         "trainer.max_epochs=2",
         "tuner.cv_pruning=fold",
-        "tuner.final_run=false",
         "pruner=none",
         "pruner._target_=optuna.pruners.ThresholdPruner",
         "+pruner.upper=-1.0",
     )
-    run_tune(overrides)
-
-    [trial] = load_study(f"sqlite:///{tmp_path / 'optuna.db'}", STUDY).trials
     assert trial.state.name == "PRUNED"
     assert sorted(trial.intermediate_values) == [1]  # one fold finished, no per-epoch reports
     assert trial.user_attrs["epochs"] == 2  # the whole first fold, nothing of the second
@@ -184,16 +182,9 @@ def test_cross_validated_trial_pruned_by_fold_reports_fold_means_and_stops_betwe
 def test_cross_validated_trial_by_fold_completes_with_one_report_per_fold(
     tmp_path, tune_overrides, run_tune, load_study
 ):
-    overrides = tune_overrides(
-        "hydra.sweeper.n_trials=1",
-        "protocol=kfold",
-        "protocol.n_splits=2",
-        "tuner.cv_pruning=fold",
-        "tuner.final_run=false",
+    trial = _one_cross_validated_trial(
+        tmp_path, tune_overrides, run_tune, load_study, "protocol.n_splits=2", "tuner.cv_pruning=fold"
     )
-    run_tune(overrides)
-
-    [trial] = load_study(f"sqlite:///{tmp_path / 'optuna.db'}", STUDY).trials
     assert trial.state.name == "COMPLETE"
     steps = trial.intermediate_values
     assert sorted(steps) == [1, 2]  # after fold 0, after fold 1

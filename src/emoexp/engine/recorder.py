@@ -534,8 +534,7 @@ def _duplicate_key(error: BaseException) -> bool:
     """Whether ``error`` is a database's unique-key violation (SQLite, PostgreSQL, MySQL/MariaDB)."""
     text = str(error)
     return any(
-        marker in text
-        for marker in ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry", "IntegrityError")
+        marker in text for marker in ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry")
     )
 
 

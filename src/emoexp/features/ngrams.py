@@ -22,10 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emoexp.data import schema
 from emoexp.features.base import Features, Featurizer
-from emoexp.features.handcrafted.text import TextFeatures
-from emoexp.features.text import require_text
+from emoexp.features.handcrafted.text import TextFeatures, vectorizer_texts
 
 
 def padded_rows(matrix: Any, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,14 +107,6 @@ class NgramFeatures(Featurizer):
         self.sublinear_tf = sublinear_tf
         self._vectorizer: Any = None
 
-    @staticmethod
-    def _texts(manifest: pd.DataFrame) -> list[str]:
-        # As the classical pipeline: the vectorizers normalise (lower-casing here would lose ":D").
-        return [
-            " ".join(require_text(t, i).split())
-            for i, t in zip(manifest[schema.ID], manifest[schema.TEXT], strict=True)
-        ]
-
     def _parts(self) -> list[Any]:
         """The fitted TF-IDF vectorizers, in column order (one, or the word and character ones)."""
         union = getattr(self._vectorizer, "transformer_list", None)
@@ -124,7 +114,7 @@ class NgramFeatures(Featurizer):
 
     def fit(self, manifest: pd.DataFrame, features: Features | None) -> None:  # noqa: D102
         [(_, vectorizer)] = self._text.pipeline_steps()
-        self._vectorizer = vectorizer.fit(self._texts(manifest))
+        self._vectorizer = vectorizer.fit(vectorizer_texts(manifest))
 
     @property
     def num_ngrams(self) -> int:
@@ -134,7 +124,8 @@ class NgramFeatures(Featurizer):
     def extract(self, manifest: pd.DataFrame) -> Features:  # noqa: D102
         if self._vectorizer is None:
             raise RuntimeError("NgramFeatures.extract called before fit")
-        ids, weights = padded_rows(self._vectorizer.transform(self._texts(manifest)), pad=self.num_ngrams)
+        rows = self._vectorizer.transform(vectorizer_texts(manifest))
+        ids, weights = padded_rows(rows, pad=self.num_ngrams)
         return {"ngram_ids": ids, "ngram_weights": weights}
 
     def join(self, parts: list[Features]) -> Features:
@@ -153,14 +144,32 @@ class NgramFeatures(Featurizer):
     def net_kwargs(self) -> dict[str, Any]:  # noqa: D102
         return {"num_ngrams": self.num_ngrams}
 
+    def fitted_parts(self) -> list[dict[str, Any]]:
+        """Each fitted vectorizer, in column order: what rebuilds its columns without scikit-learn.
+
+        Returns:
+            Per part: ``analyzer`` (``word``, ``char`` or ``char_wb``), ``ngram_range``,
+            ``vocabulary`` (n-gram -> column within the part), ``idf`` (float64 array) and
+            ``weight`` (the part's factor in the joined row: 1/sqrt(2) for word+char, else 1).
+        """
+        union = getattr(self._vectorizer, "transformer_list", None)
+        weights = [self._vectorizer.transformer_weights[name] for name, _ in union] if union else [1.0]
+        return [
+            {
+                "analyzer": part.analyzer,
+                "ngram_range": [int(n) for n in part.ngram_range],
+                "vocabulary": {str(k): int(v) for k, v in part.vocabulary_.items()},
+                "idf": np.asarray(part.idf_, dtype=np.float64),
+                "weight": float(weight),
+            }
+            for part, weight in zip(self._parts(), weights, strict=True)
+        ]
+
     def state_dict(self) -> dict[str, Any]:  # noqa: D102
         return {
             "parts": [
-                {
-                    "vocabulary": {str(k): int(v) for k, v in part.vocabulary_.items()},
-                    "idf": torch.as_tensor(part.idf_, dtype=torch.float64),
-                }
-                for part in self._parts()
+                {"vocabulary": part["vocabulary"], "idf": torch.from_numpy(part["idf"])}
+                for part in self.fitted_parts()
             ]
         }
 

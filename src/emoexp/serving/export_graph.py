@@ -231,22 +231,10 @@ def _ngram_input(featurizer: NgramFeatures) -> tuple[nn.Module, list[GraphInput]
     from emoexp.features import tokenize
     from emoexp.features.handcrafted.text import stop_word_list
 
-    union = getattr(featurizer._vectorizer, "transformer_list", None)
-    weights = [featurizer._vectorizer.transformer_weights[name] for name, _ in union] if union else [1.0]
     parts, offset = [], 0
-    for part, weight in zip(featurizer._parts(), weights, strict=True):
-        vocabulary = {str(k): int(v) for k, v in part.vocabulary_.items()}
-        parts.append(
-            {
-                "analyzer": part.analyzer,
-                "ngram_range": [int(n) for n in part.ngram_range],
-                "vocabulary": vocabulary,
-                "idf": [float(v) for v in part.idf_],
-                "offset": offset,
-                "weight": float(weight),
-            }
-        )
-        offset += len(vocabulary)
+    for part in featurizer.fitted_parts():
+        parts.append({**part, "idf": part["idf"].tolist(), "offset": offset})
+        offset += len(part["vocabulary"])
     params = {
         "parts": parts,
         "num_ngrams": offset,

@@ -114,7 +114,12 @@ def _ngrams(text: str, part: Mapping[str, Any], spec: Mapping[str, Any], folder:
 
 
 def ngram_tfidf(text: str, spec: Mapping[str, Any], folder: str | Path = ".") -> np.ndarray:
-    """The TF-IDF row ``float32 [1, num_ngrams]`` of a bag-of-n-grams model."""
+    """The TF-IDF row ``float32 [1, num_ngrams]`` of a bag-of-n-grams model.
+
+    Written out (with :func:`_ngrams`) rather than by scikit-learn's ``TfidfVectorizer``: this
+    file ships beside the graph and needs only numpy (module docstring). The test of the exporter
+    checks it against the featurizer's own rows.
+    """
     normalise_text(text)  # the same refusal of empty texts
     text = " ".join(text.split())
     row = np.zeros((1, spec["num_ngrams"]), dtype=np.float64)

@@ -48,6 +48,21 @@ def _label_feature(features: Any, column: str) -> tuple[list[str] | None, bool]:
     return (list(names) if names else None), inner is not None
 
 
+def _chosen_splits(loaded: Any, splits: Sequence[str] | None, corpus: str) -> dict[str | None, Any]:
+    """``{split: dataset}`` of a loaded ``DatasetDict`` (``{None: dataset}`` for one ``Dataset``).
+
+    Raises:
+        CorpusError: If ``splits`` names a split the dataset does not have.
+    """
+    parts = dict(loaded) if hasattr(loaded, "keys") else {None: loaded}
+    if splits is None:
+        return parts
+    unknown = sorted(set(splits) - set(parts))
+    if unknown:
+        raise CorpusError(f"{corpus}: data.corpus.splits {unknown} are not in the dataset ({sorted(parts)}).")
+    return {name: parts[name] for name in splits}
+
+
 def load_hf_dataset(  # noqa: PLR0913 (a Hydra _target_: one argument per config key)
     root: str | Path,
     text_column: str = "text",
@@ -91,15 +106,7 @@ def load_hf_dataset(  # noqa: PLR0913 (a Hydra _target_: one argument per config
     """
     base = require_root(root, corpus, _LAYOUT)
     problems = Problems(corpus, on_error, _LAYOUT)
-    loaded = _load(base, load_kwargs or {})
-    parts = dict(loaded) if hasattr(loaded, "keys") else {None: loaded}
-    if splits is not None:
-        unknown = sorted(set(splits) - set(parts))
-        if unknown:
-            raise CorpusError(
-                f"{corpus}: data.corpus.splits {unknown} are not in the dataset ({sorted(parts)})."
-            )
-        parts = {name: parts[name] for name in splits}
+    parts = _chosen_splits(_load(base, load_kwargs or {}), splits, corpus)
     names_map = split_names_map(corpus, split_names)
     unnamed = [split for split in parts if split is not None and split.lower() not in names_map]
     if unnamed:

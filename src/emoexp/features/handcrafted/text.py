@@ -211,6 +211,19 @@ def _line_dimension(path: Path, number: int, fields: list[str], expected: int | 
     return expected
 
 
+def vectorizer_texts(manifest: pd.DataFrame) -> list[str]:
+    """The manifest's texts as the n-gram vectorizers take them: checked, whitespace collapsed.
+
+    Texts go to the vectorizers as written: their tokenizer and character preprocessor normalise
+    them (lower-casing first would lose the case of emoticons such as ":D" and "D:").
+
+    Raises:
+        TextError: If a text is empty or missing (naming the sample).
+    """
+    pairs = zip(manifest[schema.ID], manifest[schema.TEXT], strict=True)
+    return [" ".join(require_text(text, sample_id).split()) for sample_id, text in pairs]
+
+
 class TextFeatures(VectorFeatures):
     """Bag-of-words, TF-IDF n-grams (of words, characters, or both) or averaged word embeddings.
 
@@ -299,12 +312,7 @@ class TextFeatures(VectorFeatures):
         self, manifest: pd.DataFrame, cache_dir: str | Path | None = None, use_cache: bool = True
     ) -> tuple[np.ndarray, bool]:
         """Texts (bag-of-words, TF-IDF) or mean word vectors ``[N, dim]`` (embeddings)."""
-        # Texts go to the pipeline as written: its tokenizer and character preprocessor normalise
-        # them (lower-casing first would lose the case of emoticons such as ":D" and "D:").
-        texts = [
-            " ".join(require_text(t, i).split())
-            for i, t in zip(manifest[schema.ID], manifest[schema.TEXT], strict=True)
-        ]
+        texts = vectorizer_texts(manifest)
         if self.representation != "embeddings":
             return np.asarray(texts, dtype=object), False
         stat = Path(self.vectors_path).stat() if Path(self.vectors_path).is_file() else None
